@@ -1,0 +1,1 @@
+"""waxlake connectors: the Kafka source, the Delta sink and their helpers."""

@@ -1,0 +1,112 @@
+"""Settings of a waxlake job, read from the environment (and an optional `.env` file).
+
+Every setting is documented in README.md; the names here are the contract.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Guarantee(StrEnum):
+    """Delivery guarantee: where the consumer position moves relative to the table write."""
+
+    EXACTLY_ONCE = "exactly-once"
+    AT_LEAST_ONCE = "at-least-once"
+    AT_MOST_ONCE = "at-most-once"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the setting and the fix."""
+
+
+class Settings(BaseSettings):
+    """Job settings. Field names map to `WAXLAKE_<NAME>` unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WAXLAKE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    bootstrap_servers: str = Field(
+        default="localhost:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    topics: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    table_root: str = ""
+    guarantee: Guarantee = Guarantee.EXACTLY_ONCE
+    stop_at_end: bool = False
+    group_id: str = "waxlake"
+    kafka_config: dict[str, str] = Field(default_factory=dict)
+    storage_options: dict[str, str] = Field(default_factory=dict)
+    max_batch_rows: int = Field(default=500_000, gt=0)
+    max_batch_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_poll_records: int = Field(default=10_000, gt=0)
+    commit_retries: int = Field(default=20, ge=1)
+    recovery_partitions: int = Field(default=1, gt=0)
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("table_root")
+    @classmethod
+    def _strip_root(cls, value: str) -> str:
+        return value.rstrip("/") if value not in ("", "/") else value
+
+    @field_validator("kafka_config", "storage_options", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): _librdkafka_str(v) for k, v in value.items()}
+        return value
+
+    def table_uri(self, topic: str) -> str:
+        """Where the table of `topic` lives: `<root>/<topic>`."""
+        return f"{self.table_root}/{topic}"
+
+
+def _librdkafka_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+_ENV_NAMES = {
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+}
+
+
+def _env_name(field: str) -> str:
+    return _ENV_NAMES.get(field, f"WAXLAKE_{field.upper()}")
+
+
+def load_settings() -> Settings:
+    """Read and check the settings; raise ConfigError with one line per problem."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{_env_name(field)}: {err['msg']}")
+        raise ConfigError("invalid setting " + "; ".join(problems)) from None
+    if not settings.topics:
+        raise ConfigError(
+            "WAXLAKE_TOPICS is empty: set it to a comma-separated list of Kafka topics to ingest"
+        )
+    if not settings.table_root:
+        raise ConfigError(
+            "WAXLAKE_TABLE_ROOT is not set: set it to a local directory or an object-store URI "
+            "(topic T lands in <root>/T)"
+        )
+    return settings

@@ -1,0 +1,107 @@
+"""Kafka client configuration and checks shared by the source and the sink."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
+from connectors.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+_LOG_EVERY_S = 10.0
+
+
+class ErrorLogger:
+    """librdkafka `error_cb`: log broker trouble (rate-limited) so a dead broker is never silent.
+
+    librdkafka itself reconnects with exponential backoff (`reconnect.backoff.ms`); fatal errors
+    are raised by the source when it polls.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._last: dict[int, float] = {}
+
+    def __call__(self, error: KafkaError) -> None:
+        now = time.monotonic()
+        if now - self._last.get(error.code(), -_LOG_EVERY_S) < _LOG_EVERY_S:
+            return
+        self._last[error.code()] = now
+        level = logging.ERROR if error.fatal() else logging.WARNING
+        log.log(level, "%s: Kafka error (librdkafka retries with backoff): %s", self._what, error)
+
+
+def consumer_config(settings: Settings, *, what: str, **overrides: Any) -> dict[str, Any]:
+    """Consumer settings: waxlake's defaults, then the user's `WAXLAKE_KAFKA_CONFIG`, then ours.
+
+    Offsets are never committed automatically: the sink commits them at the point the chosen
+    guarantee needs.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": settings.group_id,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "allow.auto.create.topics": False,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+    }
+    config.update(settings.kafka_config)
+    config.update(overrides)
+    config["error_cb"] = ErrorLogger(what)
+    return config
+
+
+def make_consumer(settings: Settings, *, what: str, **overrides: Any) -> Consumer:
+    """A consumer; an invalid librdkafka setting becomes a ConfigError naming it."""
+    try:
+        return Consumer(consumer_config(settings, what=what, **overrides))
+    except KafkaException as exc:
+        raise ConfigError(
+            f"WAXLAKE_KAFKA_CONFIG: librdkafka rejected the configuration: {exc.args[0].str()}"
+        ) from None
+
+
+def list_partitions(settings: Settings, timeout_s: float = 15.0) -> dict[str, list[int]]:
+    """Partitions of every configured topic; clear errors for a dead broker or a missing topic.
+
+    Lists all topics instead of asking for each by name, so no broker auto-creates one.
+    """
+    config = consumer_config(settings, what="admin")
+    admin_config = {
+        k: v
+        for k, v in config.items()
+        if not k.startswith(("isolation.", "auto.offset", "enable.auto", "group.", "allow.auto"))
+    }
+    try:
+        admin = AdminClient(admin_config)
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
+            raise ConfigError(
+                f"KAFKA_BOOTSTRAP_SERVERS: no Kafka broker answered at {settings.bootstrap_servers} "
+                f"within {timeout_s:.0f} s; check the address and that the broker is up"
+            ) from None
+        raise ConfigError(
+            f"WAXLAKE_KAFKA_CONFIG: cannot use Kafka settings: {error.str()}"
+        ) from None
+    partitions: dict[str, list[int]] = {}
+    missing = []
+    for topic in settings.topics:
+        meta = metadata.topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            missing.append(topic)
+            continue
+        partitions[topic] = sorted(meta.partitions)
+    if missing:
+        raise ConfigError(
+            f"WAXLAKE_TOPICS: topic(s) {', '.join(missing)} do not exist on "
+            f"{settings.bootstrap_servers}; create them first (waxlake never auto-creates topics)"
+        )
+    return partitions

@@ -1,0 +1,98 @@
+"""What a flow module does when it is imported: settings, logging and checks before reading.
+
+`python -m bytewax.run` parses its arguments, imports the flow, then runs it; so a bad setting
+found here stops the job with one line before any record is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from connectors.config import ConfigError, Settings, load_settings
+from connectors.kafka import list_partitions, make_consumer
+from connectors.recovery import prepare_recovery_dir
+
+log = logging.getLogger("waxlake")
+
+
+def _under_bytewax_run() -> bool:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return spec is not None and spec.name == "bytewax.run"
+
+
+def _bytewax_args() -> tuple[Path | None, int]:
+    """Recovery directory and process count Bytewax will use (its flags or their env vars)."""
+    if _under_bytewax_run():
+        from bytewax.run import _parse_args
+
+        args = _parse_args()  # type: ignore[no-untyped-call]
+        processes = len(args.addresses.split(";")) if args.addresses else 1
+        return args.recovery_directory, processes
+    directory = os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
+    return (Path(directory) if directory else None), 1
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def check_table_root(settings: Settings) -> None:
+    """A local table root must be a directory we can write to."""
+    if not is_local(settings.table_root):
+        return
+    root = Path(settings.table_root.removeprefix("file://"))
+    probe = root / f".waxlake-write-test-{uuid.uuid4().hex}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"WAXLAKE_TABLE_ROOT: cannot write to {root} ({exc.strerror}); "
+            "point it at a writable directory"
+        ) from None
+
+
+def preflight(settings: Settings) -> None:
+    """Every check that can fail before reading: Kafka settings, broker, topics, paths."""
+    make_consumer(settings, what="config check").close()
+    list_partitions(settings)
+    check_table_root(settings)
+    recovery_dir, processes = _bytewax_args()
+    if recovery_dir is not None:
+        prepare_recovery_dir(recovery_dir, settings.recovery_partitions, complete=processes == 1)
+
+
+def configure_logging() -> None:
+    level = os.environ.get("WAXLAKE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def start() -> Settings:
+    """Load settings and run the checks; under `bytewax.run` a ConfigError exits with one line."""
+    configure_logging()
+    try:
+        settings = load_settings()
+        preflight(settings)
+    except ConfigError as exc:
+        if _under_bytewax_run():
+            print(f"waxlake: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    log.info(
+        "waxlake %s: topics %s -> %s (group %s)",
+        settings.guarantee.value,
+        ",".join(settings.topics),
+        settings.table_root,
+        settings.group_id,
+    )
+    return settings

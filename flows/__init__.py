@@ -1,0 +1,1 @@
+"""waxlake dataflows, run with `python -m bytewax.run flows.<module>:flow`."""
