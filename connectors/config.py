@@ -5,11 +5,12 @@ Every setting is documented in README.md; the names here are the contract.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 
 class Guarantee(StrEnum):
@@ -100,6 +101,12 @@ def load_settings() -> Settings:
             field = str(err["loc"][0]) if err["loc"] else "?"
             problems.append(f"{_env_name(field)}: {err['msg']}")
         raise ConfigError("invalid setting " + "; ".join(problems)) from None
+    except SettingsError as exc:
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = _env_name(match.group(1)) if match else "a WAXLAKE_ setting"
+        raise ConfigError(
+            f"{name}: cannot parse the value (JSON expected for maps): {exc}"
+        ) from None
     if not settings.topics:
         raise ConfigError(
             "WAXLAKE_TOPICS is empty: set it to a comma-separated list of Kafka topics to ingest"

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,22 +109,23 @@ class Recorder:
         self.errors: list[KafkaError] = []
         self._lock = threading.Lock()
 
-    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+    def __call__(
+        self, err: KafkaError | None, msg: Message, headers: Sequence[Header] = ()
+    ) -> None:
+        """Delivery callback; delivery reports carry no headers, so the sender passes them."""
         if err is not None:
             self.errors.append(err)
             return
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
-        record = Record(
-            topic,
-            partition,
-            offset,
-            msg.key(),
-            msg.value(),
-            tuple(msg.headers() or ()),  # type: ignore[arg-type]
-        )
+        record = Record(topic, partition, offset, msg.key(), msg.value(), tuple(headers))
         with self._lock:
             self.records.append(record)
+
+    def with_headers(
+        self, headers: Sequence[Header]
+    ) -> Callable[[KafkaError | None, Message], None]:
+        return lambda err, msg: self(err, msg, headers)
 
 
 def producer(bootstrap: str, **config: str | int | bool) -> Producer:
@@ -153,7 +154,7 @@ def produce(
             value=value,
             partition=partition,
             headers=list(headers) or None,
-            on_delivery=recorder,
+            on_delivery=recorder.with_headers(headers),
         )
         if i % 10_000 == 0:
             prod.poll(0)

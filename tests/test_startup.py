@@ -1,0 +1,120 @@
+"""Recovery next to the table, and bad configuration stopping the job with one clear line."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from connectors.local_broker import free_port
+from tests.jobs import job_env, produce, read_table, run_job, simple_items
+
+
+def error_line(result) -> str:
+    """The job's one-line error (the last line on stderr)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines, "no error printed"
+    return lines[-1]
+
+
+def test_recovery_directory_is_created_and_initialised(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(2)
+    produce(kafka_bootstrap, simple_items(topic, 2, 100))
+    root = tmp_path / "lake"
+    recovery = root / "_recovery"
+    env = job_env(kafka_bootstrap, [topic], root, recovery_partitions=2)
+
+    result = run_job(env, recovery)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in recovery.glob("part-*.sqlite3")) == [
+        "part-0.sqlite3",
+        "part-1.sqlite3",
+    ]
+    assert read_table(root / topic).height == 100
+    # An existing, complete store is used as it is, not re-initialised.
+    again = run_job(env, recovery)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "initialised recovery store" not in again.stderr
+
+
+def test_empty_recovery_directory_is_initialised(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    produce(kafka_bootstrap, simple_items(topic, 1, 10))
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    result = run_job(job_env(kafka_bootstrap, [topic], tmp_path / "lake"), recovery)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (recovery / "part-0.sqlite3").exists()
+
+
+def test_partly_present_recovery_store_is_an_error(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    produce(kafka_bootstrap, simple_items(topic, 1, 10))
+    root = tmp_path / "lake"
+    recovery = root / "_recovery"
+    env = job_env(kafka_bootstrap, [topic], root, recovery_partitions=3)
+    assert run_job(env, recovery).returncode == 0
+    (recovery / "part-1.sqlite3").unlink()
+    version = DeltaTable(str(root / topic)).version()
+
+    result = run_job(env, recovery)
+    assert result.returncode == 2
+    line = error_line(result)
+    assert line.startswith("waxlake: error: BYTEWAX_RECOVERY_DIRECTORY:")
+    assert "only partly there" in line and "missing [1]" in line
+    assert sorted(p.name for p in recovery.glob("part-*.sqlite3")) == [
+        "part-0.sqlite3",
+        "part-2.sqlite3",
+    ]
+    assert DeltaTable(str(root / topic)).version() == version
+
+
+def bad_configs(topic: str, tmp_path: Path) -> dict[str, tuple[dict[str, str], str]]:
+    """Case -> (environment overrides, what the error line must say)."""
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    return {
+        "guarantee": ({"WAXLAKE_GUARANTEE": "twice"}, "WAXLAKE_GUARANTEE: Input should be"),
+        "no-topics": ({"WAXLAKE_TOPICS": " , "}, "WAXLAKE_TOPICS is empty"),
+        "missing-topic": (
+            {"WAXLAKE_TOPICS": f"{topic},no-such-topic-xyz"},
+            "WAXLAKE_TOPICS: topic(s) no-such-topic-xyz do not exist",
+        ),
+        "no-broker": (
+            {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"},
+            "KAFKA_BOOTSTRAP_SERVERS: no Kafka broker answered",
+        ),
+        "bad-librdkafka-setting": (
+            {"WAXLAKE_KAFKA_CONFIG": json.dumps({"no.such.setting": "1"})},
+            "WAXLAKE_KAFKA_CONFIG: librdkafka rejected the configuration",
+        ),
+        "kafka-config-not-json": ({"WAXLAKE_KAFKA_CONFIG": "{not json"}, "WAXLAKE_KAFKA_CONFIG:"),
+        "unwritable-root": (
+            {"WAXLAKE_TABLE_ROOT": str(not_a_dir / "lake")},
+            "WAXLAKE_TABLE_ROOT: cannot write to",
+        ),
+        "no-root": ({"WAXLAKE_TABLE_ROOT": ""}, "WAXLAKE_TABLE_ROOT is not set"),
+        "batch-rows": ({"WAXLAKE_MAX_BATCH_ROWS": "0"}, "WAXLAKE_MAX_BATCH_ROWS:"),
+    }
+
+
+CASES = list(bad_configs("t", Path(tempfile.mkdtemp())))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_configuration_stops_with_one_clear_line(
+    case, kafka_bootstrap, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    overrides, expected = bad_configs(topic, tmp_path)[case]
+    root = tmp_path / "lake"
+    env = {**job_env(kafka_bootstrap, [topic], root), **overrides}
+    result = run_job(env, None, timeout=60)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = error_line(result)
+    assert line.startswith("waxlake: error: ")
+    assert expected in line
+    assert not (root / topic).exists()
