@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from connectors.local_broker import free_port
 from tests.jobs import job_env, produce, read_table, run_job, simple_items
 
 
-def error_line(result) -> str:
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
     """The job's one-line error (the last line on stderr)."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines, "no error printed"
