@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import CommitFailedError
 
-from connectors import offsets
+from connectors import metrics, offsets
 from connectors.records import PARTITION_COLUMNS, SCHEMA
 
 log = logging.getLogger(__name__)
@@ -91,12 +91,12 @@ class DeltaTableWriter:
             try:
                 table = self._fresh_table()
                 if table is None:
-                    version = self._create(batch, with_markers=dedupe)
-                    return CommitResult(batch.num_rows, 0, version, attempt)
+                    table = self._create()
                 if not dedupe:
                     return self._append(table, batch, marked=False, attempt=attempt)
                 return self._upsert(table, batch, attempt)
-            except (CommitFailedError, _CreateRace) as exc:
+            except CommitFailedError as exc:
+                metrics.COMMIT_CONFLICTS.labels(self.topic).inc()
                 if attempt == self._max_attempts:
                     raise ConcurrentWriteError(
                         f"{self.uri}: gave up after {attempt} conflicting commits: {exc}"
@@ -111,22 +111,24 @@ class DeltaTableWriter:
                 time.sleep(min(0.05 * attempt, 1.0) * random.random())
         raise AssertionError("unreachable")
 
-    def _create(self, batch: pa.Table, *, with_markers: bool) -> int:
-        try:
-            write_deltalake(
-                self.uri,
-                batch,
-                mode="error",
-                partition_by=PARTITION_COLUMNS,
-                storage_options=self._storage,
-                commit_properties=_markers(self.topic, batch) if with_markers else None,
-            )
-        except DeltaError as exc:
-            if DeltaTable.is_deltatable(self.uri, storage_options=self._storage):
-                raise _CreateRace(str(exc)) from exc
-            raise
-        log.info("%s: created table with %d rows", self.uri, batch.num_rows)
-        return 0
+    def _create(self) -> DeltaTable:
+        """Create the table empty; rows always go through the marker-checked path.
+
+        Creating it with its first rows would race: delta-rs retries a losing create as the next
+        version, rows and markers included, without dedupe. An empty create that loses is harmless.
+        """
+        DeltaTable.create(
+            self.uri,
+            SCHEMA,
+            mode="ignore",
+            partition_by=PARTITION_COLUMNS,
+            storage_options=self._storage,
+        )
+        log.info("%s: created table", self.uri)
+        self._table = None
+        table = self._fresh_table()
+        assert table is not None
+        return table
 
     def _upsert(self, table: DeltaTable, batch: pa.Table, attempt: int) -> CommitResult:
         partitions = pc.unique(batch["partition"]).to_pylist()
@@ -202,10 +204,6 @@ class DeltaTableWriter:
             )
             inserted += count
         return inserted
-
-
-class _CreateRace(Exception):
-    """Another writer created the table between our check and our create."""
 
 
 def _markers(topic: str, batch: pa.Table) -> CommitProperties:
