@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     max_poll_records: int = Field(default=10_000, gt=0)
     commit_retries: int = Field(default=20, ge=1)
     recovery_partitions: int = Field(default=1, gt=0)
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    bytewax_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = "ERROR"
 
     @field_validator("topics", mode="before")
     @classmethod
@@ -58,6 +61,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
+
+    @field_validator("log_level", "bytewax_log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("table_root")
     @classmethod

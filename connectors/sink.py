@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import Consumer, KafkaException
 
-from connectors import offsets
+from connectors import metrics, offsets
 from connectors.config import Guarantee, Settings
 from connectors.kafka import make_consumer
 from connectors.table_writer import DeltaTableWriter
@@ -66,6 +66,7 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
                 continue
             buffer = self._buffers.setdefault(topic, _Buffer())
             buffer.add(batch)
+            metrics.BUFFERED_ROWS.labels(topic).set(buffer.rows)
             if (
                 buffer.rows >= self._settings.max_batch_rows
                 or buffer.bytes >= self._settings.max_batch_bytes
@@ -100,14 +101,26 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
         else:
             result = writer.write_exactly_once(data)
             self._commit_group_after_write(topic, next_offsets)
+        elapsed = time.perf_counter() - started
+        metrics.BUFFERED_ROWS.labels(topic).set(0)
+        metrics.COMMITS.labels(topic).inc()
+        metrics.COMMIT_SECONDS.labels(topic).observe(elapsed)
+        metrics.RECORDS_WRITTEN.labels(topic).inc(result.rows_written)
+        metrics.RECORDS_SKIPPED.labels(topic).inc(result.rows_skipped)
+        if data.num_rows:
+            metrics.BYTES_WRITTEN.labels(topic).inc(
+                data.nbytes * result.rows_written // data.num_rows
+            )
+        for partition, next_offset in next_offsets.items():
+            metrics.LAG.set_committed(topic, partition, next_offset - 1)
         log.info(
             "committed %s: version %s, %d rows written, %d already there, offsets %s, %.0f ms",
             writer.uri,
             result.version,
             result.rows_written,
             result.rows_skipped,
-            {p: o - 1 for p, o in sorted(next_offsets.items())},
-            (time.perf_counter() - started) * 1000,
+            _offset_ranges(data),
+            elapsed * 1000,
         )
 
     def _commit_group_after_write(self, topic: str, next_offsets: dict[int, int]) -> None:
@@ -115,6 +128,7 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
         try:
             offsets.commit_group_offsets(self._group_consumer(), topic, next_offsets)
         except KafkaException as exc:
+            metrics.GROUP_COMMIT_FAILURES.labels(topic).inc()
             log.warning(
                 "could not commit offsets of %s to group %s: %s",
                 topic,
@@ -136,6 +150,20 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
         if self._group is None:
             self._group = make_consumer(self._settings, what="group offsets")
         return self._group
+
+
+def _offset_ranges(data: pa.Table) -> str:
+    """`partition:first-last` per partition, for the commit log line."""
+    grouped = data.group_by("partition").aggregate([("offset", "min"), ("offset", "max")])
+    rows = sorted(
+        zip(
+            grouped["partition"].to_pylist(),
+            grouped["offset_min"].to_pylist(),
+            grouped["offset_max"].to_pylist(),
+            strict=True,
+        )
+    )
+    return " ".join(f"{p}:{lo}-{hi}" for p, lo, hi in rows)
 
 
 def _next_offsets(data: pa.Table) -> dict[int, int]:

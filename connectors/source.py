@@ -9,7 +9,7 @@ import pyarrow as pa
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from connectors import offsets
+from connectors import metrics, offsets
 from connectors.config import Guarantee, Settings
 from connectors.kafka import list_partitions, make_consumer
 from connectors.records import messages_to_batch
@@ -60,6 +60,11 @@ class KafkaPartitionReader(StatefulSourcePartition[pa.RecordBatch, int | None]):
         self._consumer.assign(
             [TopicPartition(topic, partition, OFFSET_BEGINNING if start is None else start)]
         )
+        self._watermark_tp = TopicPartition(topic, partition)
+        self._records_read = metrics.RECORDS_READ.labels(topic)
+        self._bytes_read = metrics.BYTES_READ.labels(topic)
+        if start is not None:
+            metrics.LAG.set_committed(topic, partition, start - 1)
         log.info(
             "reading %s[%d] from offset %s",
             topic,
@@ -83,7 +88,12 @@ class KafkaPartitionReader(StatefulSourcePartition[pa.RecordBatch, int | None]):
         last = data[-1].offset()
         assert last is not None  # data messages always carry an offset
         self._next_offset = last + 1
-        return [messages_to_batch(self._topic, self._partition, data)]
+        batch = messages_to_batch(self._topic, self._partition, data)
+        self._records_read.inc(batch.num_rows)
+        self._bytes_read.inc(batch.nbytes)
+        _, high = self._consumer.get_watermark_offsets(self._watermark_tp, cached=True)
+        metrics.LAG.set_end(self._topic, self._partition, max(high, self._next_offset))
+        return [batch]
 
     def _check_errors(self, messages: list[Message]) -> None:
         for message in messages:

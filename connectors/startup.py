@@ -12,6 +12,9 @@ import sys
 import uuid
 from pathlib import Path
 
+from bytewax.tracing import setup_tracing
+from pythonjsonlogger.json import JsonFormatter
+
 from connectors.config import ConfigError, Settings, load_settings
 from connectors.kafka import list_partitions, make_consumer
 from connectors.recovery import prepare_recovery_dir
@@ -68,20 +71,31 @@ def preflight(settings: Settings) -> None:
         prepare_recovery_dir(recovery_dir, settings.recovery_partitions, complete=processes == 1)
 
 
-def configure_logging() -> None:
-    level = os.environ.get("WAXLAKE_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+_tracer: object = None  # Bytewax's tracer lives as long as this reference
+
+
+def configure_logging(settings: Settings) -> None:
+    """Python logging as text or JSON lines; Bytewax's own tracing at its level."""
+    global _tracer
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    _tracer = setup_tracing(log_level=settings.bytewax_log_level)  # type: ignore[no-untyped-call]
 
 
 def start() -> Settings:
     """Load settings and run the checks; under `bytewax.run` a ConfigError exits with one line."""
-    configure_logging()
     try:
         settings = load_settings()
+        configure_logging(settings)
         preflight(settings)
     except ConfigError as exc:
         if _under_bytewax_run():
