@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaException
 from connectors import metrics, offsets
 from connectors.config import Guarantee, Settings
 from connectors.kafka import make_consumer
+from connectors.progress import PROGRESS
 from connectors.table_writer import DeltaTableWriter
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
 
     def close(self) -> None:
         self.snapshot()
+        PROGRESS.close()
         if self._group is not None:
             self._group.close()
 
@@ -111,6 +113,7 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
             metrics.BYTES_WRITTEN.labels(topic).inc(
                 data.nbytes * result.rows_written // data.num_rows
             )
+        PROGRESS.landed(data.num_rows)
         for partition, next_offset in next_offsets.items():
             metrics.LAG.set_committed(topic, partition, next_offset - 1)
         log.info(
@@ -179,6 +182,7 @@ class DeltaSink(FixedPartitionedSink[pa.RecordBatch, None]):
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._tables = sorted(settings.topics)
+        metrics.declare_topics(self._tables)
 
     def list_parts(self) -> list[str]:
         return self._tables

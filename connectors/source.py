@@ -12,6 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from connectors import metrics, offsets
 from connectors.config import Guarantee, Settings
 from connectors.kafka import list_partitions, make_consumer
+from connectors.progress import PROGRESS
 from connectors.records import messages_to_batch
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ class KafkaPartitionReader(StatefulSourcePartition[pa.RecordBatch, int | None]):
         self._bytes_read = metrics.BYTES_READ.labels(topic)
         if start is not None:
             metrics.LAG.set_committed(topic, partition, start - 1)
+        if settings.stop_at_end:
+            low, high = self._consumer.get_watermark_offsets(self._watermark_tp, timeout=10)
+            PROGRESS.add_to_read(high - (low if start is None else max(start, low)))
         log.info(
             "reading %s[%d] from offset %s",
             topic,

@@ -1,0 +1,128 @@
+"""Operating the job: /metrics from a running job, progress on a terminal, JSON logs."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import termios
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from connectors.metrics import METRIC_NAMES
+from tests.jobs import REPO, job_command, job_env, produce, run_job, simple_items, start_job
+
+
+def scrape(
+    url: str = "http://127.0.0.1:3030/metrics",
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_endpoint_reports_what_was_produced(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(2)
+    produced = produce(kafka_bootstrap, simple_items(topic, 2, 3_000))
+    # The last record of each partition alone, so even Tansu's high watermark is exact.
+    produced += produce(kafka_bootstrap, [(topic, 0, None, b"last", [])])
+    produced += produce(kafka_bootstrap, [(topic, 1, None, b"last", [])])
+    last = {p: max(r.offset for r in produced if r.partition == p) for p in (0, 1)}
+    root = tmp_path / "lake"
+    env = {**job_env(kafka_bootstrap, [topic], root), "BYTEWAX_DATAFLOW_API_ENABLED": "1"}
+    log = tmp_path / "job.log"
+    proc = start_job(env, root / "_recovery", log)
+    try:
+        deadline = time.monotonic() + 60
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        written = ("waxlake_records_written_total", (("topic", topic),))
+        while samples.get(written) != len(produced):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                f"metrics never reached {len(produced)}: {samples.get(written)}"
+            )
+            time.sleep(0.3)
+            try:
+                samples = scrape()
+            except OSError:
+                continue
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+    by_topic = (("topic", topic),)
+    assert samples[("waxlake_records_read_total", by_topic)] == len(produced)
+    assert samples[("waxlake_commits_total", by_topic)] >= 1
+    assert (
+        samples[("waxlake_commit_duration_seconds_count", by_topic)]
+        == samples[("waxlake_commits_total", by_topic)]
+    )
+    assert samples[("waxlake_bytes_written_total", by_topic)] > 3_000 * 20
+    assert samples[("waxlake_buffered_rows", by_topic)] == 0
+    assert samples[("waxlake_commit_conflicts_total", by_topic)] == 0
+    for partition in (0, 1):
+        labels = (("partition", str(partition)), ("topic", topic))
+        assert samples[("waxlake_committed_offset", labels)] == last[partition]
+        assert samples[("waxlake_end_offset", labels)] == last[partition] + 1
+        assert samples[("waxlake_consumer_lag", labels)] == 0
+    exported = {name for name, labels in samples if name.startswith("waxlake_")}
+    assert exported <= METRIC_NAMES
+    assert exported == METRIC_NAMES
+
+
+def test_bounded_run_shows_progress_on_a_terminal_only(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(2)
+    produce(kafka_bootstrap, simple_items(topic, 2, 2_000))
+    env = {**job_env(kafka_bootstrap, [topic], tmp_path / "lake"), "WAXLAKE_STOP_AT_END": "1"}
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    proc = subprocess.Popen(
+        job_command(None), env=env, cwd=REPO, stdin=terminal, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the job exited
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(controller)
+    assert proc.wait(60) == 0
+    text = screen.decode(errors="replace")
+    assert "landed: 100%" in text and "2.00k/2.00k" in text and "records/s" in text
+
+    # Not a terminal (logs, CI): no progress bar.
+    piped = run_job(job_env(kafka_bootstrap, [topic], tmp_path / "lake2"), None)
+    assert piped.returncode == 0
+    assert "landed:" not in piped.stderr
+
+
+def test_json_logs(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    produce(kafka_bootstrap, simple_items(topic, 1, 10))
+    env = job_env(kafka_bootstrap, [topic], tmp_path / "lake", log_format="json")
+    result = run_job(env, None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    commits = [r for r in records if r["message"].startswith("committed")]
+    assert len(commits) == 1
+    assert commits[0]["level"] == "INFO" and commits[0]["logger"] == "connectors.sink"
+    assert "10 rows written" in commits[0]["message"] and "0:0-9" in commits[0]["message"]
+    # Every line the job itself logs is JSON (librdkafka's own lines start with '%').
+    others = [
+        line for line in result.stderr.splitlines() if line and not line.startswith(("{", "%"))
+    ]
+    assert others == [], others

@@ -1,0 +1,144 @@
+"""`waxlake status` against a real broker and a table the real job wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+
+from connectors.local_broker import free_port
+from connectors.offsets import app_id
+from tests.jobs import REPO, job_env, produce, producer, run_job, simple_items
+
+WAXLAKE_SCRIPT = Path(sys.executable).parent / "waxlake"
+
+
+def status_env(**extra: str) -> dict[str, str]:
+    """No inherited waxlake or Kafka settings: each test says what the command sees."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WAXLAKE_", "BYTEWAX_")) and k != "KAFKA_BOOTSTRAP_SERVERS"
+    }
+    return {**env, "PYTHONPATH": str(REPO), **extra}
+
+
+def status(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, script: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run `waxlake status ...` (the console script if `script`, else `python -m`)."""
+    head = [str(WAXLAKE_SCRIPT)] if script else [sys.executable, "-m", "connectors.status"]
+    return subprocess.run(
+        [*head, "status", *args],
+        cwd=cwd,
+        env=env or status_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def produce_one_by_one(bootstrap: str, topic: str, partition: int, count: int) -> None:
+    """One record per batch: Tansu's high watermark (last batch's base offset + 1) is then exact."""
+    prod = producer(bootstrap)
+    for i in range(count):
+        prod.produce(topic, value=f"late-{partition}-{i}".encode(), partition=partition)
+        assert prod.flush(30) == 0
+
+
+def partitions(doc: dict[str, Any]) -> list[tuple[int, int | None, int | None, int | None]]:
+    (table,) = doc["tables"]
+    return [
+        (p["partition"], p["committed_offset"], p["end_offset"], p["lag"])
+        for p in table["partitions"]
+    ]
+
+
+def test_status_reports_table_offsets_and_lag(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(3)
+    produce(kafka_bootstrap, simple_items(topic, 2, 200))  # partitions 0 and 1, offsets 0..99
+    for partition in (0, 1):
+        produce_one_by_one(kafka_bootstrap, topic, partition, 1)  # offset 100
+    root = tmp_path / "lake"
+    job = run_job(job_env(kafka_bootstrap, [topic], root), root / "_recovery")
+    assert job.returncode == 0, job.stderr[-3000:]
+    table = DeltaTable(str(root / topic))
+    assert table.transaction_version(app_id(topic, 0)) == 100
+    assert table.transaction_version(app_id(topic, 1)) == 100
+    assert table.transaction_version(app_id(topic, 2)) is None
+
+    # After the run: 3 more on partition 0, 2 on the never-written partition 2.
+    produce_one_by_one(kafka_bootstrap, topic, 0, 3)
+    produce_one_by_one(kafka_bootstrap, topic, 2, 2)
+
+    common = ["--root", str(root), "--bootstrap-servers", kafka_bootstrap, "--topics", topic]
+    result = status(*common, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["root"] == str(root)
+    (got,) = doc["tables"]
+    assert got["topic"] == topic
+    assert got["uri"] == f"{root}/{topic}"
+    assert got["version"] == table.version()
+    assert got["rows"] == 202
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", got["last_commit"])
+    assert got["dead_letters"] == 0
+    assert partitions(doc) == [(0, 100, 104, 3), (1, 100, 101, 0), (2, None, 2, 2)]
+
+    if WAXLAKE_SCRIPT.exists():  # `pip install -e .` puts the console script next to python
+        scripted = status(*common, "--json", cwd=tmp_path, script=True)
+        assert scripted.returncode == 0, scripted.stderr
+        assert json.loads(scripted.stdout) == doc
+
+    human = status(*common, cwd=tmp_path)
+    assert human.returncode == 0, human.stderr
+    assert f"{topic}  version {table.version()}  rows 202  dead letters 0" in human.stdout
+    assert re.search(r"^\s+partition\s+committed\s+end\s+lag$", human.stdout, re.M)
+    for line in (r"0\s+100\s+104\s+3", r"1\s+100\s+101\s+0", r"2\s+-\s+2\s+2"):
+        assert re.search(rf"^\s+{line}$", human.stdout, re.M), human.stdout
+
+    # Settings from the environment; topics discovered (`_recovery`, `_dead_letters` skipped).
+    write_deltalake(str(root / "_dead_letters" / topic), pa.table({"offset": [5, 7]}))
+    env = status_env(WAXLAKE_TABLE_ROOT=str(root), KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+    discovered = status("--json", cwd=tmp_path, env=env)
+    assert discovered.returncode == 0, discovered.stderr
+    doc = json.loads(discovered.stdout)
+    assert [t["topic"] for t in doc["tables"]] == [topic]
+    assert doc["tables"][0]["dead_letters"] == 2
+    assert partitions(doc) == [(0, 100, 104, 3), (1, 100, 101, 0), (2, None, 2, 2)]
+
+
+def test_missing_table_and_dead_broker(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(2)
+    produce(kafka_bootstrap, simple_items(topic, 2, 10))
+    root = tmp_path / "lake"
+    assert run_job(job_env(kafka_bootstrap, [topic], root), None).returncode == 0
+
+    missing = status("--root", str(root), "--topics", "no-such-topic", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stdout == ""
+    assert f"no Delta table for topic no-such-topic at {root}/no-such-topic" in missing.stderr
+
+    dead = ["--root", str(root), "--bootstrap-servers", f"127.0.0.1:{free_port()}"]
+    dead += ["--topics", topic, "--timeout", "2"]
+    result = status(*dead, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "did not answer within 2 s" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, no log spam
+    doc = json.loads(result.stdout)
+    assert doc["tables"][0]["rows"] == 10
+    assert partitions(doc) == [(0, 4, None, None), (1, 4, None, None)]
+    human = status(*dead, cwd=tmp_path)
+    assert human.returncode == 0, human.stderr
+    assert f"{topic}  version" in human.stdout
+    assert re.search(r"^\s+0\s+4\s+\?\s+\?$", human.stdout, re.M), human.stdout
+
+    assert status("--timeout", "soon", cwd=tmp_path).returncode == 2
+    assert status("--json", cwd=tmp_path).returncode == 2  # no root anywhere
