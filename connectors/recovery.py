@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from bytewax.recovery import init_db_dir
@@ -29,11 +31,20 @@ def _part_count(path: Path) -> int:
     return int(row[0])
 
 
-def prepare_recovery_dir(directory: Path, partitions: int, *, complete: bool = True) -> None:
-    """Create and initialise `directory` if it holds no recovery partitions; else check it.
+def share(partitions: int, process_id: int, processes: int) -> set[int]:
+    """Recovery partitions process `process_id` of `processes` holds: index modulo processes.
 
-    `complete=False` is for clusters where each process holds only some of the partitions.
+    Each process holds exactly its share, so no partition is in two processes' directories and
+    every partition is in one of them, as Bytewax needs.
     """
+    return {j for j in range(partitions) if j % processes == process_id}
+
+
+def prepare_recovery_dir(
+    directory: Path, partitions: int, *, process_id: int = 0, processes: int = 1
+) -> None:
+    """Create and initialise this process's share of the store if `directory` holds none of it;
+    else check that it holds exactly its share, never re-initialising a populated store."""
     found: dict[int, Path] = {}
     if directory.exists():
         if not directory.is_dir():
@@ -45,9 +56,7 @@ def prepare_recovery_dir(directory: Path, partitions: int, *, complete: bool = T
             if match:
                 found[int(match.group(1))] = child
     if not found:
-        directory.mkdir(parents=True, exist_ok=True)
-        init_db_dir(directory, partitions)  # type: ignore[no-untyped-call]
-        log.info("initialised recovery store %s with %d partition(s)", directory, partitions)
+        _initialise(directory, partitions, share(partitions, process_id, processes))
         return
     try:
         counts = {_part_count(path) for path in found.values()}
@@ -56,12 +65,40 @@ def prepare_recovery_dir(directory: Path, partitions: int, *, complete: bool = T
             f"BYTEWAX_RECOVERY_DIRECTORY: cannot read the recovery store in {directory} ({exc}); "
             "restore it from backup or delete the directory to start over"
         ) from None
-    expected = max(counts)
-    missing = sorted(set(range(expected)) - set(found)) if complete else []
-    if len(counts) > 1 or missing:
+    if len(counts) > 1:
+        raise ConfigError(
+            f"BYTEWAX_RECOVERY_DIRECTORY: the partitions in {directory} come from different "
+            f"stores (partition counts {sorted(counts)}); restore one store or delete the directory"
+        )
+    expected = share(counts.pop(), process_id, processes)
+    missing = sorted(expected - set(found))
+    if missing:
         raise ConfigError(
             f"BYTEWAX_RECOVERY_DIRECTORY: the recovery store in {directory} is only partly there "
-            f"(has partitions {sorted(found)} of {expected}, missing {missing}); restore the missing "
-            "part-N.sqlite3 files or delete the directory to start over (in exactly-once mode the "
-            "tables' offsets take over)"
+            f"(process {process_id} of {processes} needs partitions {sorted(expected)}, missing "
+            f"{missing}); restore the missing part-N.sqlite3 files or delete the directory to "
+            "start over (in exactly-once mode the tables' offsets take over)"
         )
+    extra = sorted(set(found) - expected)
+    if extra:
+        raise ConfigError(
+            f"BYTEWAX_RECOVERY_DIRECTORY: {directory} holds partitions {extra} that belong to "
+            f"other processes (process {process_id} of {processes} holds index % {processes} == "
+            f"{process_id}); move them to their process's recovery directory"
+        )
+
+
+def _initialise(directory: Path, partitions: int, mine: set[int]) -> None:
+    """Create all partitions in a scratch directory and keep only this process's share."""
+    directory.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".waxlake-init-", dir=directory))
+    try:
+        init_db_dir(scratch, partitions)  # type: ignore[no-untyped-call]
+        for index in sorted(mine):
+            name = f"part-{index}.sqlite3"
+            (scratch / name).rename(directory / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log.info(
+        "initialised recovery store %s: partitions %s of %d", directory, sorted(mine), partitions
+    )

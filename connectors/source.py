@@ -14,6 +14,7 @@ from connectors.config import Guarantee, Settings
 from connectors.kafka import list_partitions, make_consumer
 from connectors.progress import PROGRESS
 from connectors.records import messages_to_batch
+from connectors.shutdown import STOP
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class KafkaPartitionReader(StatefulSourcePartition[pa.RecordBatch, int | None]):
         )
 
     def next_batch(self) -> list[pa.RecordBatch]:
-        if self._at_end:
+        if self._at_end or STOP.is_set():
             raise StopIteration
         messages = self._consumer.consume(self._max_records, 0)
         if not messages:

@@ -18,6 +18,7 @@ from pythonjsonlogger.json import JsonFormatter
 from connectors.config import ConfigError, Settings, load_settings
 from connectors.kafka import list_partitions, make_consumer
 from connectors.recovery import prepare_recovery_dir
+from connectors.shutdown import install_signal_handlers
 
 log = logging.getLogger("waxlake")
 
@@ -28,16 +29,16 @@ def _under_bytewax_run() -> bool:
     return spec is not None and spec.name == "bytewax.run"
 
 
-def _bytewax_args() -> tuple[Path | None, int]:
-    """Recovery directory and process count Bytewax will use (its flags or their env vars)."""
+def _bytewax_args() -> tuple[Path | None, int, int]:
+    """Recovery directory, process id and process count Bytewax will use (flags or env)."""
     if _under_bytewax_run():
         from bytewax.run import _parse_args
 
         args = _parse_args()  # type: ignore[no-untyped-call]
         processes = len(args.addresses.split(";")) if args.addresses else 1
-        return args.recovery_directory, processes
+        return args.recovery_directory, args.process_id or 0, processes
     directory = os.environ.get("BYTEWAX_RECOVERY_DIRECTORY")
-    return (Path(directory) if directory else None), 1
+    return (Path(directory) if directory else None), 0, 1
 
 
 def is_local(uri: str) -> bool:
@@ -66,9 +67,11 @@ def preflight(settings: Settings) -> None:
     make_consumer(settings, what="config check").close()
     list_partitions(settings)
     check_table_root(settings)
-    recovery_dir, processes = _bytewax_args()
+    recovery_dir, process_id, processes = _bytewax_args()
     if recovery_dir is not None:
-        prepare_recovery_dir(recovery_dir, settings.recovery_partitions, complete=processes == 1)
+        prepare_recovery_dir(
+            recovery_dir, settings.recovery_partitions, process_id=process_id, processes=processes
+        )
 
 
 _tracer: object = None  # Bytewax's tracer lives as long as this reference
@@ -97,6 +100,7 @@ def start() -> Settings:
         settings = load_settings()
         configure_logging(settings)
         preflight(settings)
+        install_signal_handlers()
     except ConfigError as exc:
         if _under_bytewax_run():
             print(f"waxlake: error: {exc}", file=sys.stderr)

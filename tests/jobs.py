@@ -15,6 +15,8 @@ from pathlib import Path
 import polars as pl
 from confluent_kafka import KafkaError, Message, Producer
 
+from connectors.local_broker import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 Header = tuple[str, bytes | None]
@@ -56,12 +58,47 @@ def job_env(
 
 
 def job_command(
-    recovery: Path | None, snapshot_s: int = 1, flow: str = "flows.kafka_to_delta:flow"
+    recovery: Path | None,
+    snapshot_s: int = 1,
+    flow: str = "flows.kafka_to_delta:flow",
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "bytewax.run", flow]
+    cmd = [sys.executable, "-m", "bytewax.run", flow, *extra]
     if recovery is not None:
         cmd += ["-r", str(recovery), "-s", str(snapshot_s), "-b", "0"]
     return cmd
+
+
+def cluster_commands(recovery: Path, processes: int, snapshot_s: int = 1) -> list[list[str]]:
+    """One command per process of a local cluster (`-i/-a`), each with its own recovery dir,
+    as each pod of the StatefulSet has its own volume."""
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    return [
+        job_command(recovery / f"proc-{i}", snapshot_s, extra=["-i", str(i), "-a", addresses])
+        for i in range(processes)
+    ]
+
+
+def run_cluster(
+    env: dict[str, str], recovery: Path, processes: int, timeout: float = 180
+) -> list[subprocess.CompletedProcess[str]]:
+    """A bounded run of a local cluster to completion; one result per process."""
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env={**env, "WAXLAKE_STOP_AT_END": "1"},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cmd in cluster_commands(recovery, processes)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
 
 
 def start_job(

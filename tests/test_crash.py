@@ -22,7 +22,7 @@ from tests.jobs import BackgroundProducer, job_env, read_table, run_job, start_j
 KILLS = 4
 
 
-def _versions(root: Path, topics: list[str]) -> dict[str, int]:
+def versions(root: Path, topics: list[str]) -> dict[str, int]:
     out = {}
     for topic in topics:
         uri = str(root / topic)
@@ -31,14 +31,14 @@ def _versions(root: Path, topics: list[str]) -> dict[str, int]:
     return out
 
 
-def _wait_for_a_commit(
+def wait_for_a_commit(
     root: Path, topics: list[str], before: dict[str, int], proc, log: Path
 ) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"job exited early with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        now = _versions(root, topics)
+        now = versions(root, topics)
         if any(now.get(t, -1) > before.get(t, -1) for t in topics):
             return
         time.sleep(0.05)
@@ -60,9 +60,9 @@ def test_sigkill_and_restart(guarantee, kafka_bootstrap, topic_factory, tmp_path
     background = BackgroundProducer(kafka_bootstrap, topics, rate=3_000).start()
     try:
         for _ in range(KILLS):
-            before = _versions(root, names)
+            before = versions(root, names)
             proc = start_job(env, recovery, log)
-            _wait_for_a_commit(root, names, before, proc, log)
+            wait_for_a_commit(root, names, before, proc, log)
             time.sleep(rng.uniform(0.0, 1.5))
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=30) == -signal.SIGKILL
