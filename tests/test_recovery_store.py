@@ -1,0 +1,53 @@
+"""The recovery store's layout rules, on real Bytewax partitions (no broker needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.config import ConfigError
+from connectors.recovery import prepare_recovery_dir
+
+
+def parts(directory) -> list[str]:
+    return sorted(p.name for p in directory.glob("part-*.sqlite3"))
+
+
+def test_each_process_initialises_only_its_share(tmp_path):
+    for process_id in range(3):
+        prepare_recovery_dir(tmp_path / f"p{process_id}", 5, process_id=process_id, processes=3)
+    assert parts(tmp_path / "p0") == ["part-0.sqlite3", "part-3.sqlite3"]
+    assert parts(tmp_path / "p1") == ["part-1.sqlite3", "part-4.sqlite3"]
+    assert parts(tmp_path / "p2") == ["part-2.sqlite3"]
+    assert not list((tmp_path / "p0").glob(".waxlake-init-*"))
+
+
+def test_a_populated_store_is_never_reinitialised(tmp_path):
+    prepare_recovery_dir(tmp_path, 2)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("part-*.sqlite3")}
+    prepare_recovery_dir(tmp_path, 2)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("part-*.sqlite3")} == before
+
+
+def test_partitions_of_another_process_are_refused(tmp_path):
+    prepare_recovery_dir(tmp_path, 2)  # a single process holds both
+    with pytest.raises(ConfigError, match=r"holds partitions \[1\] that belong to other processes"):
+        prepare_recovery_dir(tmp_path, 2, process_id=0, processes=2)
+
+
+def test_a_missing_share_is_refused(tmp_path):
+    prepare_recovery_dir(tmp_path, 4, process_id=1, processes=2)
+    (tmp_path / "part-3.sqlite3").unlink()
+    with pytest.raises(ConfigError, match=r"only partly there .* missing \[3\]"):
+        prepare_recovery_dir(tmp_path, 4, process_id=1, processes=2)
+
+
+def test_a_process_with_no_share_needs_no_partitions(tmp_path):
+    """Scaling out past the partition count: the extra process holds none, which Bytewax allows."""
+    prepare_recovery_dir(tmp_path / "p1", 1, process_id=1, processes=2)
+    assert parts(tmp_path / "p1") == []
+
+
+def test_not_a_store(tmp_path):
+    (tmp_path / "part-0.sqlite3").write_bytes(b"not sqlite")
+    with pytest.raises(ConfigError, match="cannot read the recovery store"):
+        prepare_recovery_dir(tmp_path, 1)
