@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     max_poll_records: int = Field(default=10_000, gt=0)
     commit_retries: int = Field(default=20, ge=1)
     recovery_partitions: int = Field(default=1, gt=0)
+    max_record_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    schema_spec: str = Field(default="", validation_alias="WAXLAKE_SCHEMA")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     bytewax_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = "ERROR"
@@ -92,6 +94,7 @@ def _librdkafka_str(value: Any) -> str:
 
 _ENV_NAMES = {
     "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "schema_spec": "WAXLAKE_SCHEMA",
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -21,11 +22,17 @@ from confluent_kafka import Consumer, KafkaException
 
 from connectors import metrics, offsets
 from connectors.config import Guarantee, Settings
+from connectors.dead_letters import DEAD_LETTER_SCHEMA, dead_letter_uri
+from connectors.decode import Decoder
 from connectors.kafka import make_consumer
 from connectors.progress import PROGRESS
+from connectors.records import SCHEMA
 from connectors.table_writer import DeltaTableWriter
 
 log = logging.getLogger(__name__)
+
+DecoderFactory = Callable[[str], Decoder]
+"""Builds the decoder of one topic's table (the flow decides: raw or JSON)."""
 
 Item = tuple[str, pa.RecordBatch]
 """(table name, batch): a batch of one topic, keyed by the table it lands in."""
@@ -48,24 +55,34 @@ class _Buffer:
         return table
 
 
+@dataclass
+class _Table:
+    """What the sink keeps per table: its buffer, decoder, writer and dead-letter writer."""
+
+    decoder: Decoder
+    writer: DeltaTableWriter
+    dead_letters: DeltaTableWriter
+    buffer: _Buffer = field(default_factory=_Buffer)
+
+
 class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
     """Buffers and commits the batches routed to it (all batches of its topics).
 
     The state it snapshots is None: the table (and the group offsets) hold the progress.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, make_decoder: DecoderFactory) -> None:
         self._settings = settings
-        self._writers: dict[str, DeltaTableWriter] = {}
-        self._buffers: dict[str, _Buffer] = {}
+        self._make_decoder = make_decoder
+        self._tables: dict[str, _Table] = {}
         self._group: Consumer | None = None
 
     def write_batch(self, values: list[pa.RecordBatch]) -> None:
         for batch in values:
-            topic = batch.column(0)[0].as_py() if batch.num_rows else None
-            if topic is None:
+            if not batch.num_rows:
                 continue
-            buffer = self._buffers.setdefault(topic, _Buffer())
+            topic = batch.column(0)[0].as_py()
+            buffer = self._table(topic).buffer
             buffer.add(batch)
             metrics.BUFFERED_ROWS.labels(topic).set(buffer.rows)
             if (
@@ -75,7 +92,7 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
                 self._flush(topic)
 
     def snapshot(self) -> None:
-        for topic in list(self._buffers):
+        for topic in list(self._tables):
             self._flush(topic)
 
     def close(self) -> None:
@@ -85,44 +102,55 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
             self._group.close()
 
     def _flush(self, topic: str) -> None:
-        buffer = self._buffers.get(topic)
-        if buffer is None or not buffer.batches:
+        state = self._tables[topic]
+        if not state.buffer.batches:
             return
-        data = buffer.take()
-        next_offsets = _next_offsets(data)
-        writer = self._writer(topic)
-        guarantee = self._settings.guarantee
+        raw = state.buffer.take()
         started = time.perf_counter()
+        split = state.decoder.split(raw)
+        dead = split.dead_table()
+        next_offsets = _next_offsets(raw)
+        # Dead letters are committed before the rows: the table's markers decide where reading
+        # resumes, so every dead letter below them must already be durable.
+        guarantee = self._settings.guarantee
         if guarantee is Guarantee.AT_MOST_ONCE:
-            # The position moves first: a crash before the write below loses these rows.
+            # The position moves first: a crash before the writes below loses these records.
             offsets.commit_group_offsets(self._group_consumer(), topic, next_offsets)
-            result = writer.append(data)
-        elif guarantee is Guarantee.AT_LEAST_ONCE:
-            result = writer.append(data)
-            self._commit_group_after_write(topic, next_offsets)
+        if guarantee is Guarantee.EXACTLY_ONCE:
+            dead_result = state.dead_letters.write_exactly_once(dead) if dead.num_rows else None
+            result = state.writer.write_exactly_once(split.rows)
         else:
-            result = writer.write_exactly_once(data)
+            dead_result = state.dead_letters.append(dead) if dead.num_rows else None
+            result = state.writer.append(split.rows)
+        if guarantee is not Guarantee.AT_MOST_ONCE:
             self._commit_group_after_write(topic, next_offsets)
         elapsed = time.perf_counter() - started
+
         metrics.BUFFERED_ROWS.labels(topic).set(0)
         metrics.COMMITS.labels(topic).inc()
         metrics.COMMIT_SECONDS.labels(topic).observe(elapsed)
         metrics.RECORDS_WRITTEN.labels(topic).inc(result.rows_written)
         metrics.RECORDS_SKIPPED.labels(topic).inc(result.rows_skipped)
-        if data.num_rows:
-            metrics.BYTES_WRITTEN.labels(topic).inc(
-                data.nbytes * result.rows_written // data.num_rows
+        metrics.BYTES_WRITTEN.labels(topic).inc(raw.nbytes * result.rows_written // raw.num_rows)
+        if dead_result is not None:
+            metrics.DEAD_LETTERS.labels(topic).inc(dead_result.rows_written)
+            log.warning(
+                "%d record(s) of %s went to %s: %s",
+                dead_result.rows_written,
+                topic,
+                state.dead_letters.uri,
+                _reasons(dead),
             )
-        PROGRESS.landed(data.num_rows)
+        PROGRESS.landed(raw.num_rows)
         for partition, next_offset in next_offsets.items():
             metrics.LAG.set_committed(topic, partition, next_offset - 1)
         log.info(
             "committed %s: version %s, %d rows written, %d already there, offsets %s, %.0f ms",
-            writer.uri,
+            state.writer.uri,
             result.version,
             result.rows_written,
             result.rows_skipped,
-            _offset_ranges(data),
+            _offset_ranges(raw),
             elapsed * 1000,
         )
 
@@ -139,20 +167,40 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
                 exc,
             )
 
-    def _writer(self, topic: str) -> DeltaTableWriter:
-        if topic not in self._writers:
-            self._writers[topic] = DeltaTableWriter(
-                self._settings.table_uri(topic),
-                topic,
-                self._settings.storage_options,
-                self._settings.commit_retries,
+    def _table(self, topic: str) -> _Table:
+        if topic not in self._tables:
+            decoder = self._make_decoder(topic)
+            settings = self._settings
+            self._tables[topic] = _Table(
+                decoder=decoder,
+                writer=DeltaTableWriter(
+                    settings.table_uri(topic),
+                    topic,
+                    settings.storage_options,
+                    settings.commit_retries,
+                    schema=None if decoder.evolves_schema else SCHEMA,
+                ),
+                dead_letters=DeltaTableWriter(
+                    dead_letter_uri(settings.table_root, topic),
+                    topic,
+                    settings.storage_options,
+                    settings.commit_retries,
+                    schema=DEAD_LETTER_SCHEMA,
+                ),
             )
-        return self._writers[topic]
+        return self._tables[topic]
 
     def _group_consumer(self) -> Consumer:
         if self._group is None:
             self._group = make_consumer(self._settings, what="group offsets")
         return self._group
+
+
+def _reasons(dead: pa.Table) -> str:
+    """`ErrorClass xN` per class, for the dead-letter warning."""
+    counts = dead.group_by("error_class").aggregate([("offset", "count")])
+    pairs = zip(counts["error_class"].to_pylist(), counts["offset_count"].to_pylist(), strict=True)
+    return ", ".join(f"{name} x{count}" for name, count in sorted(pairs))
 
 
 def _offset_ranges(data: pa.Table) -> str:
@@ -179,8 +227,9 @@ def _next_offsets(data: pa.Table) -> dict[int, int]:
 class DeltaSink(FixedPartitionedSink[pa.RecordBatch, None]):
     """One sink partition per table, so each table has exactly one committer in the cluster."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, make_decoder: DecoderFactory) -> None:
         self._settings = settings
+        self._make_decoder = make_decoder
         self._tables = sorted(settings.topics)
         metrics.declare_topics(self._tables)
 
@@ -192,4 +241,4 @@ class DeltaSink(FixedPartitionedSink[pa.RecordBatch, None]):
         return self._tables.index(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> TableSinkPartition:
-        return TableSinkPartition(self._settings)
+        return TableSinkPartition(self._settings, self._make_decoder)

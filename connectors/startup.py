@@ -10,7 +10,9 @@ import logging
 import os
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from bytewax.tracing import setup_tracing
 from pythonjsonlogger.json import JsonFormatter
@@ -21,6 +23,8 @@ from connectors.recovery import prepare_recovery_dir
 from connectors.shutdown import install_signal_handlers
 
 log = logging.getLogger("waxlake")
+
+T = TypeVar("T")
 
 
 def _under_bytewax_run() -> bool:
@@ -94,12 +98,14 @@ def configure_logging(settings: Settings) -> None:
     _tracer = setup_tracing(log_level=settings.bytewax_log_level)  # type: ignore[no-untyped-call]
 
 
-def start() -> Settings:
-    """Load settings and run the checks; under `bytewax.run` a ConfigError exits with one line."""
+def start(check: Callable[[Settings], T]) -> tuple[Settings, T]:
+    """Load settings and run the checks, then the flow's own `check` (which returns what the
+    flow needs); under `bytewax.run` a ConfigError exits with one line."""
     try:
         settings = load_settings()
         configure_logging(settings)
         preflight(settings)
+        checked = check(settings)
         install_signal_handlers()
     except ConfigError as exc:
         if _under_bytewax_run():
@@ -113,4 +119,4 @@ def start() -> Settings:
         settings.table_root,
         settings.group_id,
     )
-    return settings
+    return settings, checked

@@ -53,9 +53,13 @@ class DeltaTableWriter:
         topic: str,
         storage_options: Mapping[str, str] | None = None,
         max_attempts: int = 20,
+        schema: pa.Schema | None = SCHEMA,
     ) -> None:
+        """`schema`: the fixed schema rows are cast to; None lets the table's schema grow with
+        new columns (additive evolution, for decoded tables)."""
         self.uri = uri
         self.topic = topic
+        self.schema = schema
         self._storage = dict(storage_options or {}) or None
         self._max_attempts = max_attempts
         self._table: DeltaTable | None = None
@@ -86,12 +90,13 @@ class DeltaTableWriter:
         return self._with_retries(batch, dedupe=False)
 
     def _with_retries(self, batch: pa.Table, *, dedupe: bool) -> CommitResult:
-        batch = batch.cast(SCHEMA) if batch.schema != SCHEMA else batch
+        if self.schema is not None and batch.schema != self.schema:
+            batch = batch.cast(self.schema)
         for attempt in range(1, self._max_attempts + 1):
             try:
                 table = self._fresh_table()
                 if table is None:
-                    table = self._create()
+                    table = self._create(batch.schema)
                 if not dedupe:
                     return self._append(table, batch, marked=False, attempt=attempt)
                 return self._upsert(table, batch, attempt)
@@ -111,7 +116,7 @@ class DeltaTableWriter:
                 time.sleep(min(0.05 * attempt, 1.0) * random.random())
         raise AssertionError("unreachable")
 
-    def _create(self) -> DeltaTable:
+    def _create(self, schema: pa.Schema) -> DeltaTable:
         """Create the table empty; rows always go through the marker-checked path.
 
         Creating it with its first rows would race: delta-rs retries a losing create as the next
@@ -119,7 +124,7 @@ class DeltaTableWriter:
         """
         DeltaTable.create(
             self.uri,
-            SCHEMA,
+            schema,
             mode="ignore",
             partition_by=PARTITION_COLUMNS,
             storage_options=self._storage,
@@ -155,6 +160,7 @@ class DeltaTableWriter:
             table,
             batch,
             mode="append",
+            schema_mode=None if self.schema is not None else "merge",
             commit_properties=_markers(self.topic, batch) if marked else None,
         )
         self._committed()
@@ -182,6 +188,7 @@ class DeltaTableWriter:
                     source_alias="s",
                     target_alias="t",
                     streamed_exec=False,
+                    merge_schema=self.schema is None,
                     commit_properties=commit,
                 )
                 .when_not_matched_insert_all()

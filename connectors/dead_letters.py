@@ -1,0 +1,92 @@
+"""Records that cannot be rows of their table go to `<root>/_dead_letters/<topic>`, with the reason.
+
+A dead letter keeps the record whole (Kafka coordinates, raw key, value and headers) so it can be
+fixed and produced again. The dead-letter table has its own `txn` markers and is committed
+before the main table, so after any crash each offset is in exactly one of the two (see sink.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.records import SCHEMA
+
+DEAD_LETTER_DIR = "_dead_letters"
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        *SCHEMA,
+        pa.field("error_class", pa.string(), nullable=False),
+        pa.field("error_message", pa.string(), nullable=False),
+        pa.field("dead_lettered_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+def dead_letter_uri(table_root: str, topic: str) -> str:
+    return f"{table_root}/{DEAD_LETTER_DIR}/{topic}"
+
+
+@dataclass
+class Split:
+    """A raw batch split into rows for the table and dead letters."""
+
+    rows: pa.Table
+    dead: list[pa.Table] = field(default_factory=list)
+
+    def reject(
+        self, raw: pa.Table, mask: pa.Array, error_class: str, message: pa.Array | str
+    ) -> pa.Table:
+        """Move the rows of `raw` where `mask` is true to the dead letters; return the others."""
+        bad = raw.filter(mask)
+        if bad.num_rows:
+            messages = message if isinstance(message, str) else pc.filter(message, mask)
+            self.dead.append(dead_letters(bad, error_class, messages))
+        return raw.filter(pc.invert(mask))
+
+    def dead_table(self) -> pa.Table:
+        if not self.dead:
+            return DEAD_LETTER_SCHEMA.empty_table()
+        return pa.concat_tables(self.dead).sort_by(
+            [("partition", "ascending"), ("offset", "ascending")]
+        )
+
+
+def dead_letters(raw: pa.Table, error_class: str, message: pa.Array | str | list[str]) -> pa.Table:
+    """Dead-letter rows for `raw` (record schema), one reason for all or one per row."""
+    n = raw.num_rows
+    messages = (
+        pa.array([message] * n, pa.string())
+        if isinstance(message, str)
+        else pa.array(message, pa.string())
+    )
+    now = pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC"))
+    return pa.Table.from_arrays(
+        [
+            *raw.select(SCHEMA.names).cast(SCHEMA).columns,
+            pa.repeat(pa.scalar(error_class, pa.string()), n),
+            messages,
+            pa.repeat(now, n),
+        ],
+        schema=DEAD_LETTER_SCHEMA,
+    )
+
+
+def oversized(raw: pa.Table, max_bytes: int) -> tuple[pa.Array, pa.Array]:
+    """Mask of records whose key plus value exceed `max_bytes`, and a message per record."""
+    size = pc.add(
+        pc.fill_null(pc.binary_length(raw["key"]), 0),
+        pc.fill_null(pc.binary_length(raw["value"]), 0),
+    )
+    mask = pc.greater(size, max_bytes)
+    message = pc.binary_join_element_wise(
+        "key and value are ",
+        pc.cast(size, pa.string()),
+        f" bytes, over WAXLAKE_MAX_RECORD_BYTES={max_bytes}",
+        "",
+    )
+    return pc.fill_null(mask, False), message
