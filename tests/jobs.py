@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,12 +103,16 @@ def run_cluster(
 
 
 def start_job(
-    env: dict[str, str], recovery: Path | None, log: Path, snapshot_s: int = 1
+    env: dict[str, str],
+    recovery: Path | None,
+    log: Path,
+    snapshot_s: int = 1,
+    flow: str = "flows.kafka_to_delta:flow",
 ) -> subprocess.Popen[bytes]:
     """Start the job in the background, output appended to `log`."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            job_command(recovery, snapshot_s),
+            job_command(recovery, snapshot_s, flow),
             env=env,
             cwd=REPO,
             stdout=out,
@@ -116,11 +121,15 @@ def start_job(
 
 
 def run_job(
-    env: dict[str, str], recovery: Path | None, timeout: float = 180, snapshot_s: int = 1
+    env: dict[str, str],
+    recovery: Path | None,
+    timeout: float = 180,
+    snapshot_s: int = 1,
+    flow: str = "flows.kafka_to_delta:flow",
 ) -> subprocess.CompletedProcess[str]:
     """A bounded run (`WAXLAKE_STOP_AT_END=1`) to completion."""
     return subprocess.run(
-        job_command(recovery, snapshot_s),
+        job_command(recovery, snapshot_s, flow),
         env={**env, "WAXLAKE_STOP_AT_END": "1"},
         cwd=REPO,
         capture_output=True,
@@ -131,6 +140,15 @@ def run_job(
 
 def read_table(uri: Path | str) -> pl.DataFrame:
     return pl.read_delta(str(uri))
+
+
+def landed_keys(root: Path, topic: str) -> Counter[tuple[int, int]]:
+    """(partition, offset) of every row in the topic's table and its dead-letter table."""
+    keys: Counter[tuple[int, int]] = Counter()
+    for uri in (root / topic, root / "_dead_letters" / topic):
+        if (uri / "_delta_log").exists():
+            keys.update(read_table(uri).select("partition", "offset").iter_rows())
+    return keys
 
 
 def row_keys(df: pl.DataFrame) -> list[tuple[int, int]]:
@@ -218,6 +236,7 @@ class BackgroundProducer:
     bootstrap: str
     topics: dict[str, int]
     rate: int = 5_000
+    value_for: Callable[[str, int], bytes | None] = lambda topic, seq: f"{topic}:{seq}".encode()
     recorder: Recorder = field(default_factory=Recorder)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -239,7 +258,7 @@ class BackgroundProducer:
                     prod.produce(
                         topic,
                         key=f"k{seq}".encode(),
-                        value=f"{topic}:{seq}".encode(),
+                        value=self.value_for(topic, seq),
                         partition=seq % partitions,
                         on_delivery=self.recorder,
                     )

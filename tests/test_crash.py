@@ -7,6 +7,7 @@ run then drains everything, and the tables are compared with what the broker ack
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -17,7 +18,14 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from tests.jobs import BackgroundProducer, job_env, read_table, run_job, start_job
+from tests.jobs import (
+    BackgroundProducer,
+    job_env,
+    landed_keys,
+    read_table,
+    run_job,
+    start_job,
+)
 
 KILLS = 4
 
@@ -45,8 +53,33 @@ def wait_for_a_commit(
     pytest.fail(f"job made no commit within 60 s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once", "at-most-once"])
-def test_sigkill_and_restart(guarantee, kafka_bootstrap, topic_factory, tmp_path):
+def mixed_json(topic: str, seq: int) -> bytes | None:
+    """Good JSON objects mixed with every kind of bad record and tombstones."""
+    if seq % 13 == 5:
+        return None  # tombstone: a row flagged is_tombstone
+    if seq % 11 == 3:
+        return b"{not json"
+    if seq % 7 == 2:
+        return b'{"n": "not a number"}'  # n is an integer column
+    if seq % 17 == 0:
+        return b'{"n": 1, "pad": "' + b"x" * 300 + b'"}'  # over WAXLAKE_MAX_RECORD_BYTES
+    return f'{{"n": {seq}, "topic_seq": "{topic}:{seq}"}}'.encode()
+
+
+def mixed_raw(topic: str, seq: int) -> bytes | None:
+    return b"x" * 300 if seq % 9 == 4 else f"{topic}:{seq}".encode()
+
+
+@pytest.mark.parametrize(
+    ("flow", "guarantee"),
+    [
+        ("kafka_to_delta", "exactly-once"),
+        ("kafka_to_delta", "at-least-once"),
+        ("kafka_to_delta", "at-most-once"),
+        ("json_to_delta", "exactly-once"),
+    ],
+)
+def test_sigkill_and_restart(flow, guarantee, kafka_bootstrap, topic_factory, tmp_path):
     seed = int(os.environ.get("WAXLAKE_CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     topics = {topic_factory(3): 3, topic_factory(2): 2}
@@ -55,28 +88,32 @@ def test_sigkill_and_restart(guarantee, kafka_bootstrap, topic_factory, tmp_path
     recovery = root / "_recovery"
     log = tmp_path / "job.log"
     # Small buffers: many commits per epoch, so kills land between and inside commits.
-    env = job_env(kafka_bootstrap, names, root, guarantee, max_batch_rows=700)
+    env = job_env(kafka_bootstrap, names, root, guarantee, max_batch_rows=700, max_record_bytes=200)
+    module = f"flows.{flow}:flow"
+    value_for = mixed_json if flow == "json_to_delta" else mixed_raw
 
-    background = BackgroundProducer(kafka_bootstrap, topics, rate=3_000).start()
+    background = BackgroundProducer(
+        kafka_bootstrap, topics, rate=3_000, value_for=value_for
+    ).start()
     try:
         for _ in range(KILLS):
             before = versions(root, names)
-            proc = start_job(env, recovery, log)
+            proc = start_job(env, recovery, log, flow=module)
             wait_for_a_commit(root, names, before, proc, log)
             time.sleep(rng.uniform(0.0, 1.5))
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
         produced = background.stop()
-    final = run_job(env, recovery)
+    final = run_job(env, recovery, flow=module)
     assert final.returncode == 0, final.stderr[-3000:]
 
     context = f"seed={seed} (rerun with WAXLAKE_CRASH_SEED={seed})"
     assert len(produced) > 0
     for topic in names:
         want = Counter((r.partition, r.offset) for r in produced if r.topic == topic)
-        table = read_table(root / topic)
-        got = Counter(table.select("partition", "offset").iter_rows())
+        # Each record is a row of the table or of the dead-letter table.
+        got = landed_keys(root, topic)
         lost = want - got
         duplicated = {k: n - 1 for k, n in got.items() if n > 1}
         unknown = set(got) - set(want)
@@ -88,7 +125,21 @@ def test_sigkill_and_restart(guarantee, kafka_bootstrap, topic_factory, tmp_path
             assert not lost, f"{context}: {sum(lost.values())} records lost"
         else:
             assert not duplicated, f"{context}: {sum(duplicated.values())} duplicates"
-        # Content, not only keys: each row's value is the one produced at its offset.
-        values = {(r.partition, r.offset): r.value for r in produced if r.topic == topic}
-        for partition, offset, value in table.select("partition", "offset", "value").iter_rows():
-            assert values[(partition, offset)] == value
+        dead = read_table(root / "_dead_letters" / topic)
+        assert dead.height > 0, "the mix has bad records: some must be dead letters"
+        by_key = {(r.partition, r.offset): r for r in produced if r.topic == topic}
+        for partition, offset, value in dead.select("partition", "offset", "value").iter_rows():
+            assert by_key[(partition, offset)].value == value  # dead letters keep the raw record
+        table = read_table(root / topic)
+        if flow == "kafka_to_delta":
+            for partition, offset, value in table.select(
+                "partition", "offset", "value"
+            ).iter_rows():
+                assert by_key[(partition, offset)].value == value
+        else:
+            good = table.filter(~table["is_tombstone"])
+            for partition, offset, seq in good.select("partition", "offset", "n").iter_rows():
+                assert json.loads(by_key[(partition, offset)].value or b"null")["n"] == seq
+            assert (
+                table.filter(table["is_tombstone"])["n"].null_count() == table["is_tombstone"].sum()
+            )
