@@ -9,6 +9,7 @@ which every guarantee tolerates because its position was never advanced past it.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -23,7 +24,9 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     if STOP.is_set():
         log.warning("%s again: stopping now; uncommitted records will be read again", name)
-        raise KeyboardInterrupt
+        logging.shutdown()
+        # Delta and Kafka commits are atomic, so even one in flight is either made or not.
+        os._exit(130)
     STOP.set()
     log.warning("%s: stopping the sources, committing what is buffered, then exiting", name)
 
