@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from connectors.maintenance import MaintenancePolicy
+
 
 class Guarantee(StrEnum):
     """Delivery guarantee: where the consumer position moves relative to the table write."""
@@ -52,6 +54,11 @@ class Settings(BaseSettings):
     commit_retries: int = Field(default=20, ge=1)
     recovery_partitions: int = Field(default=1, gt=0)
     max_record_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    compact_every_commits: int = Field(default=100, ge=0)
+    compact_target_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
+    vacuum_every_commits: int = Field(default=1000, ge=0)
+    vacuum_retention_hours: int = Field(default=168, ge=0)
+    checkpoint_interval: int = Field(default=100, gt=0)
     schema_spec: str = Field(default="", validation_alias="WAXLAKE_SCHEMA")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -80,6 +87,15 @@ class Settings(BaseSettings):
         if isinstance(value, dict):
             return {str(k): _librdkafka_str(v) for k, v in value.items()}
         return value
+
+    def maintenance(self) -> MaintenancePolicy:
+        return MaintenancePolicy(
+            compact_every_commits=self.compact_every_commits,
+            compact_target_bytes=self.compact_target_bytes,
+            vacuum_every_commits=self.vacuum_every_commits,
+            vacuum_retention_hours=self.vacuum_retention_hours,
+            checkpoint_interval=self.checkpoint_interval,
+        )
 
     def table_uri(self, topic: str) -> str:
         """Where the table of `topic` lives: `<root>/<topic>`."""

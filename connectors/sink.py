@@ -179,6 +179,7 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
                     settings.storage_options,
                     settings.commit_retries,
                     schema=None if decoder.evolves_schema else SCHEMA,
+                    maintenance=settings.maintenance(),
                 ),
                 dead_letters=DeltaTableWriter(
                     dead_letter_uri(settings.table_root, topic),
@@ -186,6 +187,7 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
                     settings.storage_options,
                     settings.commit_retries,
                     schema=DEAD_LETTER_SCHEMA,
+                    maintenance=settings.maintenance(),
                 ),
             )
         return self._tables[topic]

@@ -22,6 +22,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from connectors import metrics, offsets
+from connectors.maintenance import MaintenancePolicy, TableMaintenance
 from connectors.records import PARTITION_COLUMNS, SCHEMA
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,15 @@ class DeltaTableWriter:
         storage_options: Mapping[str, str] | None = None,
         max_attempts: int = 20,
         schema: pa.Schema | None = SCHEMA,
+        maintenance: MaintenancePolicy | None = None,
     ) -> None:
         """`schema`: the fixed schema rows are cast to; None lets the table's schema grow with
         new columns (additive evolution, for decoded tables)."""
         self.uri = uri
         self.topic = topic
         self.schema = schema
+        self._policy = maintenance or MaintenancePolicy()
+        self._maintenance = TableMaintenance(uri, self._policy)
         self._storage = dict(storage_options or {}) or None
         self._max_attempts = max_attempts
         self._table: DeltaTable | None = None
@@ -76,8 +80,9 @@ class DeltaTableWriter:
         self._commits_on_handle = 0
         return self._table
 
-    def _committed(self) -> None:
+    def _committed(self, table: DeltaTable) -> None:
         self._commits_on_handle += 1
+        self._maintenance.after_commit(table)
 
     # -- writes ------------------------------------------------------------
 
@@ -128,6 +133,7 @@ class DeltaTableWriter:
             mode="ignore",
             partition_by=PARTITION_COLUMNS,
             storage_options=self._storage,
+            configuration=self._policy.table_configuration(),
         )
         log.info("%s: created table", self.uri)
         self._table = None
@@ -163,7 +169,7 @@ class DeltaTableWriter:
             schema_mode=None if self.schema is not None else "merge",
             commit_properties=_markers(self.topic, batch) if marked else None,
         )
-        self._committed()
+        self._committed(table)
         return CommitResult(batch.num_rows, 0, table.version(), attempt)
 
     def _merge(self, table: DeltaTable, rows: pa.Table, partitions: list[int]) -> int:
@@ -200,7 +206,7 @@ class DeltaTableWriter:
                 write_deltalake(
                     table, part_rows.slice(0, 0), mode="append", commit_properties=commit
                 )
-            self._committed()
+            self._committed(table)
             log.info(
                 "%s: merged partition %d offsets %d..%d (%d new rows; no marker before)",
                 self.uri,

@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
+from connectors.maintenance import MaintenancePolicy
 from connectors.offsets import app_id
 from connectors.records import SCHEMA
 from connectors.table_writer import DeltaTableWriter
@@ -151,3 +152,31 @@ def test_two_writers_racing_on_one_table_never_duplicate(tmp_path: Path) -> None
     got = keys_in(uri)
     assert len(got) == len(set(got)), "duplicate (partition, offset) rows"
     assert got == expected((0, 0, 599), (1, 0, 599))
+
+
+def test_maintenance_keeps_files_few_and_markers_intact(tmp_path: Path) -> None:
+    uri = str(tmp_path / TOPIC)
+    policy = MaintenancePolicy(
+        compact_every_commits=5,
+        vacuum_every_commits=10,
+        vacuum_retention_hours=0,
+        checkpoint_interval=10,
+    )
+    writer = DeltaTableWriter(uri, TOPIC, maintenance=policy)
+    for first in range(0, 300, 10):
+        writer.write_exactly_once(
+            pa.concat_tables([records(0, first, first + 9), records(1, first, first + 9)])
+        )
+    # A replay after all that maintenance still finds its markers.
+    replay = writer.write_exactly_once(records(0, 250, 299))
+    assert (replay.rows_written, replay.rows_skipped) == (0, 50)
+
+    table = DeltaTable(uri)
+    assert keys_in(uri) == expected((0, 0, 299), (1, 0, 299))
+    assert table.transaction_version(app_id(TOPIC, 0)) == 299
+    assert len(table.file_uris()) <= 2 * 5  # compacted every 5 commits, per partition
+    on_disk = list((tmp_path / TOPIC).rglob("*.parquet"))
+    assert len(on_disk) < 30 * 2  # vacuum deleted the compacted-away files
+    log_dir = tmp_path / TOPIC / "_delta_log"
+    assert list(log_dir.glob("*.checkpoint.parquet"))
+    assert pl.read_delta(uri).height == 600

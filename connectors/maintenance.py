@@ -1,0 +1,85 @@
+"""Keeps a table cheap to write and read as it ages, done by the job itself between commits.
+
+- Checkpoints: delta-rs writes one every `delta.checkpointInterval` commits (set at creation), so
+  loading the table never replays more than that many log files.
+- Compaction: every `WAXLAKE_COMPACT_EVERY_COMMITS` commits, small files are rewritten into files
+  of about `WAXLAKE_COMPACT_TARGET_BYTES` (`optimize.compact`); it changes no data, so the `txn`
+  markers and exactly-once are untouched.
+- Vacuum and log cleanup: every `WAXLAKE_VACUUM_EVERY_COMMITS` commits, files no longer referenced
+  and older than `WAXLAKE_VACUUM_RETENTION_HOURS` are deleted, and log entries older than
+  the table's `delta.logRetentionDuration` (checkpoints keep the markers).
+
+A maintenance step that fails (say, it conflicts with a zombie writer) is logged and retried at
+the next interval; it never fails the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaintenancePolicy:
+    compact_every_commits: int = 100
+    compact_target_bytes: int = 128 * 1024 * 1024
+    vacuum_every_commits: int = 1000
+    vacuum_retention_hours: int = 168
+    checkpoint_interval: int = 100
+    log_retention: str = "interval 7 days"
+
+    def table_configuration(self) -> dict[str, str | None]:
+        """Delta table properties set when waxlake creates a table."""
+        return {
+            "delta.checkpointInterval": str(self.checkpoint_interval),
+            "delta.logRetentionDuration": self.log_retention,
+            "delta.enableExpiredLogCleanup": "true",
+        }
+
+
+class TableMaintenance:
+    """Counts one writer's commits and runs compaction and vacuum at their intervals."""
+
+    def __init__(self, uri: str, policy: MaintenancePolicy) -> None:
+        self._uri = uri
+        self._policy = policy
+        self._commits = 0
+
+    def after_commit(self, table: DeltaTable) -> None:
+        self._commits += 1
+        policy = self._policy
+        if policy.compact_every_commits and self._commits % policy.compact_every_commits == 0:
+            self._run("compaction", lambda: self._compact(table))
+        if policy.vacuum_every_commits and self._commits % policy.vacuum_every_commits == 0:
+            self._run("vacuum", lambda: self._vacuum(table))
+
+    def _compact(self, table: DeltaTable) -> str:
+        metrics = table.optimize.compact(target_size=self._policy.compact_target_bytes)
+        return f"{metrics.get('numFilesRemoved', 0)} files into {metrics.get('numFilesAdded', 0)}"
+
+    def _vacuum(self, table: DeltaTable) -> str:
+        removed = table.vacuum(
+            retention_hours=self._policy.vacuum_retention_hours,
+            dry_run=False,
+            enforce_retention_duration=False,
+        )
+        table.cleanup_metadata()
+        return f"{len(removed)} unreferenced files deleted"
+
+    def _run(self, what: str, step: Callable[[], str]) -> None:
+        started = time.perf_counter()
+        try:
+            outcome = step()
+        except (DeltaError, OSError) as exc:
+            log.warning("%s: %s failed, will retry at the next interval: %s", self._uri, what, exc)
+            return
+        log.info(
+            "%s: %s: %s, %.0f ms", self._uri, what, outcome, (time.perf_counter() - started) * 1000
+        )
