@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     group_id: str = "waxlake"
     kafka_config: dict[str, str] = Field(default_factory=dict)
     storage_options: dict[str, str] = Field(default_factory=dict)
-    max_batch_rows: int = Field(default=500_000, gt=0)
-    max_batch_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_batch_rows: int = Field(default=250_000, gt=0)
+    max_batch_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_poll_records: int = Field(default=10_000, gt=0)
     commit_retries: int = Field(default=20, ge=1)
     recovery_partitions: int = Field(default=1, gt=0)

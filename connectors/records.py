@@ -30,7 +30,7 @@ SCHEMA = pa.schema(
 PARTITION_COLUMNS = ["partition"]
 """Tables are partitioned by Kafka partition, so per-partition checks and MERGE scans prune."""
 
-_EMPTY_HEADERS = pa.scalar([], type=pa.list_(HEADER_TYPE))
+_NO_HEADERS: list[tuple[str, bytes | None]] = []
 
 
 def messages_to_batch(topic: str, partition: int, messages: Sequence[Message]) -> pa.RecordBatch:
@@ -40,7 +40,9 @@ def messages_to_batch(topic: str, partition: int, messages: Sequence[Message]) -
     stamps = [m.timestamp()[1] for m in messages]
     keys = [m.key() for m in messages]
     values = [m.value() for m in messages]
-    headers = [m.headers() for m in messages]
+    headers = [
+        m.headers() or _NO_HEADERS for m in messages
+    ]  # never null: Kafka has no null headers
 
     timestamp = pa.array(stamps, type=pa.int64())
     # librdkafka reports -1 when a record carries no timestamp.
@@ -48,8 +50,6 @@ def messages_to_batch(topic: str, partition: int, messages: Sequence[Message]) -
         SCHEMA.field("timestamp").type
     )
     header_array = pa.array(headers, type=pa.list_(HEADER_TYPE))
-    if header_array.null_count:
-        header_array = pc.fill_null(header_array, _EMPTY_HEADERS)
     return pa.RecordBatch.from_arrays(
         [
             pa.repeat(pa.scalar(topic, pa.string()), n),

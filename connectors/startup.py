@@ -6,6 +6,7 @@ found here stops the job with one line before any record is read.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -98,6 +99,14 @@ def configure_logging(settings: Settings) -> None:
     _tracer = setup_tracing(log_level=settings.bytewax_log_level)  # type: ignore[no-untyped-call]
 
 
+def tune_gc() -> None:
+    """Every poll allocates thousands of short-lived message objects; with the default
+    thresholds the cyclic GC runs constantly over them (a quarter of the CPU in profiles).
+    Freeze what start-up created and collect the young generation less often."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+
+
 def start(check: Callable[[Settings], T]) -> tuple[Settings, T]:
     """Load settings and run the checks, then the flow's own `check` (which returns what the
     flow needs); under `bytewax.run` a ConfigError exits with one line."""
@@ -107,6 +116,7 @@ def start(check: Callable[[Settings], T]) -> tuple[Settings, T]:
         preflight(settings)
         checked = check(settings)
         install_signal_handlers()
+        tune_gc()
     except ConfigError as exc:
         if _under_bytewax_run():
             print(f"waxlake: error: {exc}", file=sys.stderr)
