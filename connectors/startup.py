@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import TypeVar
 from bytewax.tracing import setup_tracing
 from pythonjsonlogger.json import JsonFormatter
 
+from connectors import offsets
 from connectors.config import ConfigError, Settings, load_settings
 from connectors.kafka import list_partitions, make_consumer
 from connectors.recovery import prepare_recovery_dir
@@ -50,9 +52,31 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def _one_line(exc: OSError) -> str:
+    """The gist of a delta-rs / object_store error (multi-line, coloured) on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    code = re.search(r"<Code>([^<]+)</Code>", text)
+    lines = [line.strip(" \u21b3") for line in text.splitlines() if line.strip(" \u21b3")]
+    return code.group(1) if code else (lines[-1] if lines else type(exc).__name__)
+
+
+def check_remote_root(settings: Settings) -> None:
+    """An object-store root must answer with the storage options given (bucket, endpoint, keys)."""
+    for topic in settings.topics:
+        uri = settings.table_uri(topic)
+        try:
+            offsets.open_table(uri, settings.storage_options)
+        except OSError as exc:
+            raise ConfigError(
+                f"WAXLAKE_TABLE_ROOT: cannot read {uri} ({_one_line(exc)}); check the bucket and "
+                "WAXLAKE_STORAGE_OPTIONS (endpoint, credentials, region)"
+            ) from None
+
+
 def check_table_root(settings: Settings) -> None:
-    """A local table root must be a directory we can write to."""
+    """A local table root must be a directory we can write to; a remote one must answer."""
     if not is_local(settings.table_root):
+        check_remote_root(settings)
         return
     root = Path(settings.table_root.removeprefix("file://"))
     probe = root / f".waxlake-write-test-{uuid.uuid4().hex}"

@@ -180,3 +180,41 @@ def topic_factory(request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
                 future.result(timeout=10)
         except Exception:
             pass  # cleanup only: unique names never collide
+
+
+# -- S3 (a local moto server process) ---------------------------------------------------------
+
+import typing  # noqa: E402
+
+# tests.s3 is imported inside the fixtures, so a session without S3 tests never loads deltalake.
+if typing.TYPE_CHECKING:
+    from tests.s3 import S3Root, S3Server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 endpoint for the session: ``python -m moto.server`` on a free local port.
+
+    ``.endpoint``, ``.new_bucket()``, ``.storage_options()``; skipped (or failed with
+    ``WAXLAKE_REQUIRE_BROKER=1``) when moto cannot be had.
+    """
+    from tests.s3 import S3Unavailable, start_moto
+
+    try:
+        server = start_moto(tmp_path_factory.mktemp("moto"))
+    except S3Unavailable as exc:
+        if os.environ.get("WAXLAKE_REQUIRE_BROKER") == "1":
+            pytest.fail(f"WAXLAKE_REQUIRE_BROKER=1 but no local S3 is available: {exc}")
+        pytest.skip(f"no local S3 available: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_root(s3_server: S3Server) -> S3Root:
+    """A fresh, empty table root ``s3://<new bucket>/lake``; ``.uri``, ``.storage_options``."""
+    from tests.s3 import S3Root
+
+    return S3Root(s3_server, s3_server.new_bucket())
