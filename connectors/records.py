@@ -56,12 +56,30 @@ def messages_to_batch(topic: str, partition: int, messages: Sequence[Message]) -
             pa.repeat(pa.scalar(partition, pa.int32()), n),
             pa.array(offsets, type=pa.int64()),
             timestamp,
-            pa.array(keys, type=pa.binary()),
-            pa.array(values, type=pa.binary()),
+            binary_array(keys),
+            binary_array(values),
             header_array,
         ],
         schema=SCHEMA,
     )
+
+
+def binary_array(items: list[bytes | None]) -> pa.Array:
+    """An Arrow binary array built from one joined buffer.
+
+    `pa.array` grows its data buffer record by record (realloc and copy: a third of the CPU of
+    a poll of 1 KB records); joining first copies each byte once. With nulls, `pa.array` it is.
+    """
+    if None in items:
+        return pa.array(items, type=pa.binary())
+    lengths = pa.array(list(map(len, items)), type=pa.int32())  # type: ignore[arg-type]
+    ends = pc.cumulative_sum(lengths) if len(items) else lengths
+    offsets = pa.concat_arrays([_ZERO_OFFSET, ends])
+    data = pa.py_buffer(b"".join(items))  # type: ignore[arg-type]
+    return pa.Array.from_buffers(pa.binary(), len(items), [None, offsets.buffers()[1], data])
+
+
+_ZERO_OFFSET = pa.array([0], type=pa.int32())
 
 
 def empty_table() -> pa.Table:

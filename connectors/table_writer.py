@@ -239,7 +239,9 @@ def _above_markers(batch: pa.Table, markers: Mapping[int, int]) -> pa.Table:
     marks = pa.array(list(markers.values()), pa.int64())
     index = pc.index_in(batch["partition"], value_set=parts)
     threshold = pc.fill_null(pc.take(marks, index), -1)
-    return batch.filter(pc.greater(batch["offset"], threshold))
+    keep = pc.greater(batch["offset"], threshold)
+    # The usual case after the first commit: nothing to drop, so no copy.
+    return batch if pc.all(keep).as_py() else batch.filter(keep)
 
 
 def _partitions_with_rows(table: DeltaTable, partitions: list[int]) -> list[int]:
