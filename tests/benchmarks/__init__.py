@@ -1,0 +1,1 @@
+"""Ingest benchmarks (not collected by pytest); see bench_ingest.py."""
