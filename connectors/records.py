@@ -80,8 +80,3 @@ def binary_array(items: list[bytes | None]) -> pa.Array:
 
 
 _ZERO_OFFSET = pa.array([0], type=pa.int32())
-
-
-def empty_table() -> pa.Table:
-    """A table with the record schema and no rows."""
-    return SCHEMA.empty_table()

@@ -6,6 +6,8 @@ the table. The order of table write and Kafka group commit is what the guarantee
 - exactly-once: write (deduplicated against the table's `txn` markers), then commit the group;
 - at-least-once: write (plain append), then commit the group;
 - at-most-once: commit the group, then write (plain append).
+
+Records the decoder rejects go to the topic's dead-letter table, written just before the table.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ log = logging.getLogger(__name__)
 
 DecoderFactory = Callable[[str], Decoder]
 """Builds the decoder of one topic's table (the flow decides: raw or JSON)."""
-
-Item = tuple[str, pa.RecordBatch]
-"""(table name, batch): a batch of one topic, keyed by the table it lands in."""
 
 
 @dataclass
