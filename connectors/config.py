@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     vacuum_every_commits: int = Field(default=1000, ge=0)
     vacuum_retention_hours: int = Field(default=168, ge=0)
     checkpoint_interval: int = Field(default=100, gt=0)
+    log_retention: str = Field(
+        default="interval 1 hours",
+        pattern=r"^interval \d+ (seconds?|minutes?|hours?|days?|weeks?)$",
+    )
     schema_spec: str = Field(default="", validation_alias="WAXLAKE_SCHEMA")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -95,6 +99,7 @@ class Settings(BaseSettings):
             vacuum_every_commits=self.vacuum_every_commits,
             vacuum_retention_hours=self.vacuum_retention_hours,
             checkpoint_interval=self.checkpoint_interval,
+            log_retention=self.log_retention,
         )
 
     def table_uri(self, topic: str) -> str:

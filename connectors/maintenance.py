@@ -5,9 +5,10 @@
 - Compaction: every `WAXLAKE_COMPACT_EVERY_COMMITS` commits, small files are rewritten into files
   of about `WAXLAKE_COMPACT_TARGET_BYTES` (`optimize.compact`); it changes no data, so the `txn`
   markers and exactly-once are untouched.
-- Vacuum and log cleanup: every `WAXLAKE_VACUUM_EVERY_COMMITS` commits, files no longer referenced
-  and older than `WAXLAKE_VACUUM_RETENTION_HOURS` are deleted, and log entries older than
-  the table's `delta.logRetentionDuration` (checkpoints keep the markers).
+- Vacuum: every `WAXLAKE_VACUUM_EVERY_COMMITS` commits, files no longer referenced and older than
+  `WAXLAKE_VACUUM_RETENTION_HOURS` are deleted.
+- Log cleanup: every checkpoint interval, log entries older than `WAXLAKE_LOG_RETENTION` (the
+  table's `delta.logRetentionDuration`) are deleted; checkpoints keep the `txn` markers.
 
 A maintenance step that fails (say, it conflicts with a zombie writer) is logged and retried at
 the next interval; it never fails the job.
@@ -33,14 +34,20 @@ class MaintenancePolicy:
     vacuum_every_commits: int = 1000
     vacuum_retention_hours: int = 168
     checkpoint_interval: int = 100
-    log_retention: str = "interval 7 days"
+    log_retention: str = "interval 1 hours"
 
     def table_configuration(self) -> dict[str, str | None]:
-        """Delta table properties set when waxlake creates a table."""
+        """Delta table properties set when waxlake creates a table.
+
+        The log retention is short on purpose: every commit lists `_delta_log`, so its size is
+        what makes commits slow as a table ages (47 ms at 3,000 log files, 10 ms at 70). The
+        `txn` markers live on in checkpoints; only time travel beyond the retention is lost.
+        """
         return {
             "delta.checkpointInterval": str(self.checkpoint_interval),
             "delta.logRetentionDuration": self.log_retention,
             "delta.enableExpiredLogCleanup": "true",
+            "delta.deletedFileRetentionDuration": f"interval {self.vacuum_retention_hours} hours",
         }
 
 
@@ -57,6 +64,8 @@ class TableMaintenance:
         policy = self._policy
         if policy.compact_every_commits and self._commits % policy.compact_every_commits == 0:
             self._run("compaction", lambda: self._compact(table))
+        if self._commits % policy.checkpoint_interval == 0:
+            self._run("log cleanup", lambda: self._cleanup_log(table))
         if policy.vacuum_every_commits and self._commits % policy.vacuum_every_commits == 0:
             self._run("vacuum", lambda: self._vacuum(table))
 
@@ -70,8 +79,11 @@ class TableMaintenance:
             dry_run=False,
             enforce_retention_duration=False,
         )
-        table.cleanup_metadata()
         return f"{len(removed)} unreferenced files deleted"
+
+    def _cleanup_log(self, table: DeltaTable) -> str:
+        table.cleanup_metadata()
+        return "log entries older than the retention removed"
 
     def _run(self, what: str, step: Callable[[], str]) -> None:
         started = time.perf_counter()
