@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(default=250_000, gt=0)
     max_batch_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_poll_records: int = Field(default=10_000, gt=0)
+    commit_interval_ms: int = Field(default=0, ge=0)
     commit_retries: int = Field(default=20, ge=1)
     recovery_partitions: int = Field(default=1, gt=0)
     max_record_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

@@ -42,8 +42,11 @@ class _Buffer:
     batches: list[pa.RecordBatch] = field(default_factory=list)
     rows: int = 0
     bytes: int = 0
+    since: float = 0.0  # monotonic time of the oldest buffered batch
 
     def add(self, batch: pa.RecordBatch) -> None:
+        if not self.batches:
+            self.since = time.monotonic()
         self.batches.append(batch)
         self.rows += batch.num_rows
         self.bytes += batch.nbytes
@@ -84,11 +87,19 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
             buffer = self._table(topic).buffer
             buffer.add(batch)
             metrics.BUFFERED_ROWS.labels(topic).set(buffer.rows)
-            if (
-                buffer.rows >= self._settings.max_batch_rows
-                or buffer.bytes >= self._settings.max_batch_bytes
-            ):
+            if self._full(buffer):
                 self._flush(topic)
+
+    def _full(self, buffer: _Buffer) -> bool:
+        """Commit before the epoch ends: the buffer is too big, or (with a commit interval) its
+        oldest record has waited long enough."""
+        settings = self._settings
+        interval = settings.commit_interval_ms / 1000
+        return (
+            buffer.rows >= settings.max_batch_rows
+            or buffer.bytes >= settings.max_batch_bytes
+            or (interval > 0 and time.monotonic() - buffer.since >= interval)
+        )
 
     def snapshot(self) -> None:
         for topic in list(self._tables):

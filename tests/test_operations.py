@@ -15,7 +15,17 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.metrics import METRIC_NAMES
-from tests.jobs import REPO, job_command, job_env, produce, run_job, simple_items, start_job
+from tests.jobs import (
+    REPO,
+    BackgroundProducer,
+    job_command,
+    job_env,
+    produce,
+    read_table,
+    run_job,
+    simple_items,
+    start_job,
+)
 
 
 def scrape(
@@ -126,3 +136,24 @@ def test_json_logs(kafka_bootstrap, topic_factory, tmp_path):
         line for line in result.stderr.splitlines() if line and not line.startswith(("{", "%"))
     ]
     assert others == [], others
+
+
+def test_commit_interval_commits_before_the_epoch_ends(kafka_bootstrap, topic_factory, tmp_path):
+    """With a 60 s epoch, only WAXLAKE_COMMIT_INTERVAL_MS can make the table appear early."""
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root, commit_interval_ms=200)
+    log = tmp_path / "job.log"
+    background = BackgroundProducer(kafka_bootstrap, {topic: 1}, rate=500).start()
+    proc = start_job(env, root / "_recovery", log, snapshot_s=60)
+    try:
+        deadline = time.monotonic() + 30  # well inside the first 60 s epoch
+        while not (root / topic / "_delta_log").exists() or read_table(root / topic).height == 0:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "nothing committed before the epoch ended"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait(30)
+        background.stop()
+    assert "committed" in log.read_text()

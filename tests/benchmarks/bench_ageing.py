@@ -95,7 +95,8 @@ def main() -> None:
     windows = {}
     for at in (10, 1_000, 10_000):
         if at <= args.commits:
-            lo, hi = max(0, at - 20), min(args.commits, at + 20)
+            lo = max(0, min(at - 50, args.commits - 100))
+            hi = min(args.commits, lo + 100)
             windows[at] = {
                 "p50_ms": round(p50(latencies[lo:hi]), 2),
                 "p99_ms": round(sorted(latencies[lo:hi])[int(0.99 * (hi - lo - 1))] * 1000, 2),
