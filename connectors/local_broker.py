@@ -355,3 +355,26 @@ def start_noida(
 ) -> LocalBroker:
     """Start a noida-db Kafka broker; see :meth:`LocalBroker.start_noida`."""
     return LocalBroker.start_noida(data_dir, port, timeout=timeout)
+
+
+def create_topic(bootstrap: str, name: str, partitions: int, timeout: float = 20.0) -> None:
+    """Create a topic and wait until its metadata shows every partition (the tests, the demo and
+    the benchmarks need it readable at once; the job itself never creates topics)."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+        operation_timeout=10,
+        request_timeout=15,
+    )
+    futures[name].result(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(topic=name, timeout=5).topics.get(name)
+        if meta is not None and meta.error is None and len(meta.partitions) == partitions:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {name} not visible with {partitions} partitions")
+        time.sleep(0.05)

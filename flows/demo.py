@@ -21,11 +21,9 @@ from pathlib import Path
 
 import polars as pl
 from confluent_kafka import KafkaError, Message, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 from deltalake import DeltaTable
 
-from connectors.local_broker import start_tansu
+from connectors.local_broker import create_topic, start_tansu
 from connectors.offsets import app_id
 
 TOPIC = "demo-events"
@@ -46,19 +44,6 @@ def prepare_root(root: Path) -> None:
         shutil.rmtree(path)
     root.mkdir(parents=True, exist_ok=True)
     (root / OWNER_FILE).touch()
-
-
-def create_topic(bootstrap: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS)])
-    futures[TOPIC].result(timeout=20)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        meta = admin.list_topics(topic=TOPIC, timeout=5).topics.get(TOPIC)
-        if meta is not None and meta.error is None and len(meta.partitions) == PARTITIONS:
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"demo: topic {TOPIC} did not show {PARTITIONS} partitions")
 
 
 def produce(bootstrap: str, count: int) -> Counter[int]:
@@ -172,7 +157,7 @@ def main() -> int:
 
     with start_tansu() as broker:
         print(f"Tansu broker at {broker.bootstrap}; creating {TOPIC} ({PARTITIONS} partitions)")
-        create_topic(broker.bootstrap)
+        create_topic(broker.bootstrap, TOPIC, PARTITIONS)
         delivered = produce(broker.bootstrap, args.records)
         print(f"produced {sum(delivered.values())} records: {dict(sorted(delivered.items()))}")
 

@@ -18,7 +18,6 @@ import os
 import re
 import socket
 import sys
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -27,13 +26,17 @@ from typing import NoReturn, Protocol
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic  # the class confluent_kafka.admin re-exports untyped
 
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not add the repo root
     sys.path.insert(0, str(_ROOT))
 
-from connectors.local_broker import BrokerUnavailable, start_noida, start_tansu  # noqa: E402
+from connectors.local_broker import (  # noqa: E402
+    BrokerUnavailable,
+    create_topic,
+    start_noida,
+    start_tansu,
+)
 
 
 class TopicFactory(Protocol):
@@ -152,22 +155,8 @@ def topic_factory(request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
     def create(partitions: int = 1, bootstrap: str | None = None) -> str:
         if bootstrap is None:
             bootstrap = str(request.getfixturevalue("kafka_bootstrap"))
-        admin = admin_for(bootstrap)
         name = f"{stem}-{uuid.uuid4().hex[:12]}"
-        futures = admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1)],
-            operation_timeout=10,
-            request_timeout=15,
-        )
-        futures[name].result(timeout=20)
-        deadline = time.monotonic() + 20
-        while True:  # wait until metadata shows every partition
-            meta = admin.list_topics(topic=name, timeout=5).topics.get(name)
-            if meta is not None and meta.error is None and len(meta.partitions) == partitions:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {name} not visible with {partitions} partitions")
-            time.sleep(0.05)
+        create_topic(bootstrap, name, partitions)
         created.setdefault(bootstrap, []).append(name)
         return name
 

@@ -142,6 +142,27 @@ def read_table(uri: Path | str) -> pl.DataFrame:
     return pl.read_delta(str(uri))
 
 
+Key = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What a table holds against what was produced, by (partition, offset)."""
+
+    lost: Counter[Key]
+    duplicated: dict[Key, int]
+    unknown: set[Key]
+
+
+def diff(produced: Iterable[Record], topic: str, got: Counter[Key]) -> Diff:
+    want = Counter((r.partition, r.offset) for r in produced if r.topic == topic)
+    return Diff(
+        lost=want - got,
+        duplicated={k: n - 1 for k, n in got.items() if n > 1},
+        unknown=set(got) - set(want),
+    )
+
+
 def landed_keys(root: Path, topic: str) -> Counter[tuple[int, int]]:
     """(partition, offset) of every row in the topic's table and its dead-letter table."""
     keys: Counter[tuple[int, int]] = Counter()

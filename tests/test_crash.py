@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from deltalake import DeltaTable
 
 from tests.jobs import (
     BackgroundProducer,
+    diff,
     job_env,
     landed_keys,
     read_table,
@@ -111,12 +111,9 @@ def test_sigkill_and_restart(flow, guarantee, kafka_bootstrap, topic_factory, tm
     context = f"seed={seed} (rerun with WAXLAKE_CRASH_SEED={seed})"
     assert len(produced) > 0
     for topic in names:
-        want = Counter((r.partition, r.offset) for r in produced if r.topic == topic)
         # Each record is a row of the table or of the dead-letter table.
-        got = landed_keys(root, topic)
-        lost = want - got
-        duplicated = {k: n - 1 for k, n in got.items() if n > 1}
-        unknown = set(got) - set(want)
+        found = diff(produced, topic, landed_keys(root, topic))
+        lost, duplicated, unknown = found.lost, found.duplicated, found.unknown
         assert not unknown, f"{context}: rows that were never produced: {sorted(unknown)[:5]}"
         if guarantee == "exactly-once":
             assert not lost, f"{context}: {sum(lost.values())} records lost"

@@ -29,6 +29,7 @@ from tests.jobs import (
     REPO,
     BackgroundProducer,
     Record,
+    diff,
     produce,
     run_job,
     simple_items,
@@ -48,11 +49,8 @@ def landed(root: S3Root, topic: str) -> Counter[tuple[int, int]]:
 
 def assert_exactly_once(root: S3Root, topic: str, produced: list[Record]) -> None:
     """Every produced record is one row with its value; nothing else is in the table."""
-    want = Counter((r.partition, r.offset) for r in produced if r.topic == topic)
-    got = landed(root, topic)
-    lost = want - got
-    duplicated = {k: n - 1 for k, n in got.items() if n > 1}
-    unknown = set(got) - set(want)
+    found = diff(produced, topic, landed(root, topic))
+    lost, duplicated, unknown = found.lost, found.duplicated, found.unknown
     assert not lost, f"{sum(lost.values())} records lost, e.g. {sorted(lost)[:5]}"
     assert not duplicated, f"{sum(duplicated.values())} duplicates, e.g. {sorted(duplicated)[:5]}"
     assert not unknown, f"rows that were never produced: {sorted(unknown)[:5]}"

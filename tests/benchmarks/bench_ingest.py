@@ -74,11 +74,9 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
-from confluent_kafka.admin import AdminClient  # noqa: E402
-from confluent_kafka.cimpl import NewTopic  # noqa: E402
 from deltalake import DeltaTable  # noqa: E402
 
-from connectors.local_broker import start_tansu  # noqa: E402
+from connectors.local_broker import create_topic, start_tansu  # noqa: E402
 
 CONTENDERS = ("raw", "waxlake-eo", "waxlake-alo", "peer-bytewax", "peer-quix")
 DELTA_CONTENDERS = ("waxlake-eo", "waxlake-alo", "peer-bytewax", "peer-quix")
@@ -165,24 +163,6 @@ def quantile(values: Sequence[float], q: float) -> float | None:
 
 # ---------------------------------------------------------------------------------------------
 # Broker, topics, producing
-
-
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1)],
-        operation_timeout=10,
-        request_timeout=15,
-    )
-    futures[name].result(timeout=20)
-    deadline = time.monotonic() + 20
-    while True:
-        meta = admin.list_topics(topic=name, timeout=5).topics.get(name)
-        if meta is not None and meta.error is None and len(meta.partitions) == partitions:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"topic {name} not visible with {partitions} partitions")
-        time.sleep(0.05)
 
 
 class _Deliveries:
