@@ -128,7 +128,8 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
             offsets.commit_group_offsets(self._group_consumer(), topic, next_offsets)
         if guarantee is Guarantee.EXACTLY_ONCE:
             dead_result = state.dead_letters.write_exactly_once(dead) if dead.num_rows else None
-            result = state.writer.write_exactly_once(split.rows)
+            rows = _without_dead_letters(topic, state, split.rows)
+            result = state.writer.write_exactly_once(rows)
         else:
             dead_result = state.dead_letters.append(dead) if dead.num_rows else None
             result = state.writer.append(split.rows)
@@ -206,6 +207,45 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
         if self._group is None:
             self._group = make_consumer(self._settings, what="group offsets")
         return self._group
+
+
+def _without_dead_letters(topic: str, state: _Table, rows: pa.Table) -> pa.Table:
+    """Drop rows whose offsets the dead-letter table already holds.
+
+    Only possible after a crash between the two commits of a flush: the replay may batch records
+    differently, and a JSON field's inferred type with them, so a record that went to the dead
+    letters could now decode. It stays a dead letter: each offset lands in one table only.
+    """
+    if rows.num_rows == 0:
+        return rows
+    dead_table = state.dead_letters.current()
+    if dead_table is None:
+        return rows
+    grouped = rows.group_by("partition").aggregate([("offset", "min")])
+    lowest = dict(
+        zip(grouped["partition"].to_pylist(), grouped["offset_min"].to_pylist(), strict=True)
+    )
+    dead_marks = offsets.table_markers(dead_table, topic, lowest)
+    suspects = {p: m for p, m in dead_marks.items() if lowest[p] <= m}
+    if not suspects:
+        return rows
+    dataset = dead_table.to_pyarrow_dataset()
+    for partition, mark in suspects.items():
+        held = dataset.to_table(
+            columns=["offset"],
+            filter=(pc.field("partition") == partition)
+            & (pc.field("offset") >= lowest[partition])
+            & (pc.field("offset") <= mark),
+        )["offset"]
+        if len(held):
+            clash = pc.and_(pc.equal(rows["partition"], partition), pc.is_in(rows["offset"], held))
+            log.warning(
+                "%s: %d record(s) already dead letters from before a restart stay there",
+                topic,
+                pc.sum(clash).as_py(),
+            )
+            rows = rows.filter(pc.invert(clash))
+    return rows
 
 
 def _reasons(dead: pa.Table) -> str:

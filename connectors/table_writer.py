@@ -80,6 +80,10 @@ class DeltaTableWriter:
         self._commits_on_handle = 0
         return self._table
 
+    def current(self) -> DeltaTable | None:
+        """The table at its latest version, or None if it does not exist yet."""
+        return self._fresh_table()
+
     def _committed(self, table: DeltaTable) -> None:
         self._commits_on_handle += 1
         self._maintenance.after_commit(table)
