@@ -25,9 +25,8 @@ from pydantic_settings import SettingsError
 
 from connectors import offsets
 from connectors.config import ConfigError, Settings
+from connectors.dead_letters import dead_letter_uri
 from connectors.kafka import make_consumer
-
-DEAD_LETTERS = "_dead_letters"
 
 
 @dataclass
@@ -68,7 +67,7 @@ def _last_commit(table: DeltaTable) -> str | None:
 
 def _table_status(settings: Settings, topic: str, table: DeltaTable) -> TableStatus:
     storage = settings.storage_options
-    dead = offsets.open_table(f"{settings.table_root}/{DEAD_LETTERS}/{topic}", storage)
+    dead = offsets.open_table(dead_letter_uri(settings.table_root, topic), storage)
     present = {int(p["partition"]) for p in table.partitions() if p.get("partition") is not None}
     markers = offsets.table_markers(table, topic, present)
     return TableStatus(
