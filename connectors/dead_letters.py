@@ -7,6 +7,7 @@ before the main table, so after any crash each offset is in exactly one of the t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -39,13 +40,25 @@ class Split:
     dead: list[pa.Table] = field(default_factory=list)
 
     def reject(
-        self, raw: pa.Table, mask: pa.Array, error_class: str, message: pa.Array | str
+        self,
+        raw: pa.Table,
+        mask: pa.Array,
+        error_class: str,
+        message: str | pa.Array | Callable[[pa.Table], pa.Array],
     ) -> pa.Table:
-        """Move the rows of `raw` where `mask` is true to the dead letters; return the others."""
+        """Move the rows of `raw` where `mask` is true to the dead letters; return the others.
+
+        `message`: one for all, one per row of `raw`, or a function of the rejected rows (so
+        the reasons are only built when there is something to reject). Nothing rejected: no copy.
+        """
+        if not pc.any(mask).as_py():
+            return raw
         bad = raw.filter(mask)
-        if bad.num_rows:
-            messages = message if isinstance(message, str) else pc.filter(message, mask)
-            self.dead.append(dead_letters(bad, error_class, messages))
+        if callable(message):
+            message = message(bad)
+        elif not isinstance(message, str):
+            message = pc.filter(message, mask)
+        self.dead.append(dead_letters(bad, error_class, message))
         return raw.filter(pc.invert(mask))
 
     def dead_table(self) -> pa.Table:
@@ -56,7 +69,7 @@ class Split:
         )
 
 
-def dead_letters(raw: pa.Table, error_class: str, message: pa.Array | str | list[str]) -> pa.Table:
+def dead_letters(raw: pa.Table, error_class: str, message: pa.Array | str) -> pa.Table:
     """Dead-letter rows for `raw` (record schema), one reason for all or one per row."""
     n = raw.num_rows
     messages = (
@@ -76,17 +89,23 @@ def dead_letters(raw: pa.Table, error_class: str, message: pa.Array | str | list
     )
 
 
-def oversized(raw: pa.Table, max_bytes: int) -> tuple[pa.Array, pa.Array]:
-    """Mask of records whose key plus value exceed `max_bytes`, and a message per record."""
-    size = pc.add(
+def _size(raw: pa.Table) -> pa.Array:
+    return pc.add(
         pc.fill_null(pc.binary_length(raw["key"]), 0),
         pc.fill_null(pc.binary_length(raw["value"]), 0),
     )
-    mask = pc.greater(size, max_bytes)
-    message = pc.binary_join_element_wise(
-        "key and value are ",
-        pc.cast(size, pa.string()),
-        f" bytes, over WAXLAKE_MAX_RECORD_BYTES={max_bytes}",
-        "",
-    )
-    return pc.fill_null(mask, False), message
+
+
+def reject_oversized(split: Split, raw: pa.Table, max_bytes: int) -> pa.Table:
+    """Dead-letter the records whose key plus value exceed `max_bytes`; return the others."""
+
+    def reasons(bad: pa.Table) -> pa.Array:
+        return pc.binary_join_element_wise(
+            "key and value are ",
+            pc.cast(_size(bad), pa.string()),
+            f" bytes, over WAXLAKE_MAX_RECORD_BYTES={max_bytes}",
+            "",
+        )
+
+    too_large = pc.fill_null(pc.greater(_size(raw), max_bytes), False)
+    return split.reject(raw, too_large, "RecordTooLarge", reasons)

@@ -24,7 +24,7 @@ import pyarrow.json as pj
 import yaml
 
 from connectors.config import ConfigError
-from connectors.dead_letters import Split, oversized
+from connectors.dead_letters import Split, reject_oversized
 from connectors.records import SCHEMA
 
 METADATA_COLUMNS = ["topic", "partition", "offset", "timestamp", "key", "headers"]
@@ -50,9 +50,7 @@ class RawDecoder:
 
     def split(self, raw: pa.Table) -> Split:
         split = Split(rows=raw)
-        mask, message = oversized(raw, self._max)
-        if pc.any(mask).as_py():
-            split.rows = split.reject(raw, mask, "RecordTooLarge", message)
+        split.rows = reject_oversized(split, raw, self._max)
         return split
 
 
@@ -67,8 +65,7 @@ class JsonDecoder:
 
     def split(self, raw: pa.Table) -> Split:
         split = Split(rows=raw)
-        mask, message = oversized(raw, self._max)
-        rest = split.reject(raw, mask, "RecordTooLarge", message)
+        rest = reject_oversized(split, raw, self._max)
         tombstones = rest.filter(pc.is_null(rest["value"]))
         values = rest.filter(pc.is_valid(rest["value"]))
 
