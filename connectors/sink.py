@@ -119,7 +119,8 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
         started = time.perf_counter()
         split = state.decoder.split(raw)
         dead = split.dead_table()
-        next_offsets = _next_offsets(raw)
+        ranges = _offset_ranges(raw)
+        next_offsets = {p: last + 1 for p, (_, last) in ranges.items()}
         # Dead letters are committed before the rows: the table's markers decide where reading
         # resumes, so every dead letter below them must already be durable.
         guarantee = self._settings.guarantee
@@ -161,7 +162,7 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
             result.version,
             result.rows_written,
             result.rows_skipped,
-            _offset_ranges(raw),
+            " ".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in sorted(ranges.items())),
             elapsed * 1000,
         )
 
@@ -180,25 +181,26 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
 
     def _table(self, topic: str) -> _Table:
         if topic not in self._tables:
-            decoder = self._make_decoder(topic)
             settings = self._settings
+            decoder = self._make_decoder(topic)
+
+            def writer(uri: str, schema: pa.Schema | None) -> DeltaTableWriter:
+                return DeltaTableWriter(
+                    uri,
+                    topic,
+                    settings.storage_options,
+                    settings.commit_retries,
+                    schema=schema,
+                    maintenance=settings.maintenance(),
+                )
+
             self._tables[topic] = _Table(
                 decoder=decoder,
-                writer=DeltaTableWriter(
-                    settings.table_uri(topic),
-                    topic,
-                    settings.storage_options,
-                    settings.commit_retries,
-                    schema=None if decoder.evolves_schema else SCHEMA,
-                    maintenance=settings.maintenance(),
+                writer=writer(
+                    settings.table_uri(topic), None if decoder.evolves_schema else SCHEMA
                 ),
-                dead_letters=DeltaTableWriter(
-                    dead_letter_uri(settings.table_root, topic),
-                    topic,
-                    settings.storage_options,
-                    settings.commit_retries,
-                    schema=DEAD_LETTER_SCHEMA,
-                    maintenance=settings.maintenance(),
+                dead_letters=writer(
+                    dead_letter_uri(settings.table_root, topic), DEAD_LETTER_SCHEMA
                 ),
             )
         return self._tables[topic]
@@ -255,25 +257,11 @@ def _reasons(dead: pa.Table) -> str:
     return ", ".join(f"{name} x{count}" for name, count in sorted(pairs))
 
 
-def _offset_ranges(data: pa.Table) -> str:
-    """`partition:first-last` per partition, for the commit log line."""
+def _offset_ranges(data: pa.Table) -> dict[int, tuple[int, int]]:
+    """Partition -> (first, last) offset in `data`."""
     grouped = data.group_by("partition").aggregate([("offset", "min"), ("offset", "max")])
-    rows = sorted(
-        zip(
-            grouped["partition"].to_pylist(),
-            grouped["offset_min"].to_pylist(),
-            grouped["offset_max"].to_pylist(),
-            strict=True,
-        )
-    )
-    return " ".join(f"{p}:{lo}-{hi}" for p, lo, hi in rows)
-
-
-def _next_offsets(data: pa.Table) -> dict[int, int]:
-    """Partition -> next offset to read, after everything in `data`."""
-    grouped = data.group_by("partition").aggregate([("offset", "max")])
-    nexts = pc.add(grouped["offset_max"], 1)
-    return dict(zip(grouped["partition"].to_pylist(), nexts.to_pylist(), strict=True))
+    columns = (grouped[name].to_pylist() for name in ("partition", "offset_min", "offset_max"))
+    return {p: (lo, hi) for p, lo, hi in zip(*columns, strict=True)}
 
 
 class DeltaSink(FixedPartitionedSink[pa.RecordBatch, None]):
