@@ -46,7 +46,14 @@ def parse_part_key(key: str) -> tuple[str, int]:
 class KafkaPartitionReader(StatefulSourcePartition[pa.RecordBatch, int | None]):
     """Reads one Kafka partition with `assign()`; its resume state is the next offset to read."""
 
-    def __init__(self, settings: Settings, topic: str, partition: int, start: int | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: Consumer,
+        topic: str,
+        partition: int,
+        start: int | None,
+    ) -> None:
         self._topic = topic
         self._partition = partition
         self._max_records = settings.max_poll_records
@@ -54,11 +61,7 @@ class KafkaPartitionReader(StatefulSourcePartition[pa.RecordBatch, int | None]):
         self._next_offset = start
         self._at_end = False
         self._awake: datetime | None = None
-        self._consumer = make_consumer(
-            settings,
-            what=f"source {topic}[{partition}]",
-            **{"enable.partition.eof": settings.stop_at_end},
-        )
+        self._consumer = consumer
         self._consumer.assign(
             [TopicPartition(topic, partition, OFFSET_BEGINNING if start is None else start)]
         )
@@ -142,13 +145,19 @@ class KafkaSource(FixedPartitionedSource[pa.RecordBatch, int | None]):
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> KafkaPartitionReader:
         topic, partition = parse_part_key(for_part)
+        settings = self._settings
+        consumer = make_consumer(
+            settings,
+            what=f"source {topic}[{partition}]",
+            **{"enable.partition.eof": settings.stop_at_end},
+        )
         start = offsets.start_offset(
-            self._settings.guarantee,
+            settings.guarantee,
             table_marker=self._table_marker(topic, partition),
             resume_state=resume_state,
-            group_offset=self._group_offset(topic, partition),
+            group_offset=self._group_offset(consumer, topic, partition),
         )
-        return KafkaPartitionReader(self._settings, topic, partition, start)
+        return KafkaPartitionReader(settings, consumer, topic, partition, start)
 
     def _table_marker(self, topic: str, partition: int) -> int | None:
         if self._settings.guarantee is not Guarantee.EXACTLY_ONCE:
@@ -158,11 +167,8 @@ class KafkaSource(FixedPartitionedSource[pa.RecordBatch, int | None]):
             return None
         return offsets.table_markers(table, topic, [partition]).get(partition)
 
-    def _group_offset(self, topic: str, partition: int) -> int | None:
+    def _group_offset(self, consumer: Consumer, topic: str, partition: int) -> int | None:
+        """The group's committed offset, read with the partition's own consumer (same group)."""
         if self._settings.guarantee is Guarantee.EXACTLY_ONCE:
             return None
-        consumer: Consumer = make_consumer(self._settings, what="group offsets")
-        try:
-            return offsets.group_offsets(consumer, topic, [partition]).get(partition)
-        finally:
-            consumer.close()
+        return offsets.group_offsets(consumer, topic, [partition]).get(partition)
