@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,3 +294,27 @@ class BackgroundProducer:
         self._thread.join(timeout=90)
         assert not self.recorder.errors, self.recorder.errors
         return self.recorder.records
+
+
+def wait_until_version_grows(
+    versions: Callable[[], Mapping[str, int | None]],
+    before: Mapping[str, int | None],
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = 60,
+) -> None:
+    """Poll until some table's version is past `before` (a commit landed); fail if the job exits."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"job exited early with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        if any(_grew(before.get(t), v) for t, v in versions().items()):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"job made no commit within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _grew(before: int | None, now: int | None) -> bool:
+    return now is not None and (before is None or now > before)

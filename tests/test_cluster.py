@@ -20,8 +20,9 @@ from tests.jobs import (
     run_cluster,
     run_job,
     simple_items,
+    wait_until_version_grows,
 )
-from tests.test_crash import versions, wait_for_a_commit
+from tests.test_crash import versions
 
 
 def assert_exactly_once(root, produced: list[Record]) -> None:
@@ -85,7 +86,9 @@ def test_sigkill_one_process_stops_the_cluster_and_a_restart_resumes(
                             cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
                         )
                     )
-            wait_for_a_commit(root, names, before, procs[victim], logs[victim])
+            wait_until_version_grows(
+                lambda: versions(root, names), before, procs[victim], logs[victim]
+            )
             procs[victim].send_signal(signal.SIGKILL)
             survivor = procs[1 - victim]
             # Static membership: the survivor notices its peer is gone and exits by itself.

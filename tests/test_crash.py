@@ -25,6 +25,7 @@ from tests.jobs import (
     read_table,
     run_job,
     start_job,
+    wait_until_version_grows,
 )
 
 KILLS = 4
@@ -37,20 +38,6 @@ def versions(root: Path, topics: list[str]) -> dict[str, int]:
         if DeltaTable.is_deltatable(uri):
             out[topic] = DeltaTable(uri).version()
     return out
-
-
-def wait_for_a_commit(
-    root: Path, topics: list[str], before: dict[str, int], proc, log: Path
-) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"job exited early with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        now = versions(root, topics)
-        if any(now.get(t, -1) > before.get(t, -1) for t in topics):
-            return
-        time.sleep(0.05)
-    pytest.fail(f"job made no commit within 60 s:\n{log.read_text()[-3000:]}")
 
 
 def mixed_json(topic: str, seq: int) -> bytes | None:
@@ -99,7 +86,7 @@ def test_sigkill_and_restart(flow, guarantee, kafka_bootstrap, topic_factory, tm
         for _ in range(KILLS):
             before = versions(root, names)
             proc = start_job(env, recovery, log, flow=module)
-            wait_for_a_commit(root, names, before, proc, log)
+            wait_until_version_grows(lambda: versions(root, names), before, proc, log)
             time.sleep(rng.uniform(0.0, 1.5))
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=30) == -signal.SIGKILL

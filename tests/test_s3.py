@@ -34,8 +34,9 @@ from tests.jobs import (
     run_job,
     simple_items,
     start_job,
+    wait_until_version_grows,
 )
-from tests.s3 import S3Root, s3_job_env, wait_until_version_grows
+from tests.s3 import S3Root, s3_job_env
 from tests.test_table_writer import TOPIC, expected, records
 
 KILLS = 3
