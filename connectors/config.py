@@ -23,6 +23,23 @@ class Guarantee(StrEnum):
     AT_MOST_ONCE = "at-most-once"
 
 
+class OnDataLoss(StrEnum):
+    """What to do when Kafka deleted records before they landed (see README)."""
+
+    FAIL = "fail"
+    CONTINUE = "continue"
+
+
+_OFFSET_RESET = {
+    "earliest": "earliest",
+    "smallest": "earliest",
+    "beginning": "earliest",
+    "latest": "latest",
+    "largest": "latest",
+    "end": "latest",
+}
+
+
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the setting and the fix."""
 
@@ -44,6 +61,8 @@ class Settings(BaseSettings):
     topics: Annotated[list[str], NoDecode] = Field(default_factory=list)
     table_root: str = ""
     guarantee: Guarantee = Guarantee.EXACTLY_ONCE
+    on_data_loss: OnDataLoss = OnDataLoss.FAIL
+    partition_check_interval_s: float = Field(default=60.0, ge=0)
     stop_at_end: bool = False
     group_id: str = "waxlake"
     kafka_config: dict[str, str] = Field(default_factory=dict)
@@ -103,6 +122,12 @@ class Settings(BaseSettings):
             log_retention=self.log_retention,
         )
 
+    def initial_offset(self) -> str:
+        """Where a partition with no position at all starts (a new table): `auto.offset.reset`
+        from WAXLAKE_KAFKA_CONFIG, `earliest` or `latest`. Every partition with a position
+        reads with `auto.offset.reset=error`, so an out-of-range position reaches waxlake."""
+        return _OFFSET_RESET[self.kafka_config.get("auto.offset.reset", "earliest").lower()]
+
     def table_uri(self, topic: str) -> str:
         """Where the table of `topic` lives: `<root>/<topic>`."""
         return f"{self.table_root}/{topic}"
@@ -143,6 +168,13 @@ def load_settings() -> Settings:
     if not settings.topics:
         raise ConfigError(
             "WAXLAKE_TOPICS is empty: set it to a comma-separated list of Kafka topics to ingest"
+        )
+    reset = settings.kafka_config.get("auto.offset.reset", "earliest")
+    if reset.lower() not in _OFFSET_RESET:
+        raise ConfigError(
+            f"WAXLAKE_KAFKA_CONFIG: auto.offset.reset={reset} is not supported: waxlake uses it "
+            "only where a partition has no position yet (a new table), as earliest or latest; "
+            "a known position that is out of range is handled by WAXLAKE_ON_DATA_LOSS"
         )
     if not settings.table_root:
         raise ConfigError(

@@ -67,19 +67,29 @@ def make_consumer(settings: Settings, *, what: str, **overrides: Any) -> Consume
         ) from None
 
 
-def list_partitions(settings: Settings, timeout_s: float = 15.0) -> dict[str, list[int]]:
+def make_admin(settings: Settings) -> AdminClient:
+    """An admin client with the job's connection settings (security included)."""
+    config = consumer_config(settings, what="admin")
+    return AdminClient(
+        {
+            k: v
+            for k, v in config.items()
+            if not k.startswith(
+                ("isolation.", "auto.offset", "enable.auto", "group.", "allow.auto")
+            )
+        }
+    )
+
+
+def list_partitions(
+    settings: Settings, timeout_s: float = 15.0, admin: AdminClient | None = None
+) -> dict[str, list[int]]:
     """Partitions of every configured topic; clear errors for a dead broker or a missing topic.
 
     Lists all topics instead of asking for each by name, so no broker auto-creates one.
     """
-    config = consumer_config(settings, what="admin")
-    admin_config = {
-        k: v
-        for k, v in config.items()
-        if not k.startswith(("isolation.", "auto.offset", "enable.auto", "group.", "allow.auto"))
-    }
     try:
-        admin = AdminClient(admin_config)
+        admin = admin or make_admin(settings)
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         error = exc.args[0]

@@ -52,6 +52,11 @@ GROUP_COMMIT_FAILURES = Counter(
 DEAD_LETTERS = Counter(
     "waxlake_dead_letters", "Records written to the dead-letter table.", ["topic"]
 )
+RECORDS_LOST = Counter(
+    "waxlake_records_lost",
+    "Offsets deleted from Kafka before they landed, accepted with WAXLAKE_ON_DATA_LOSS=continue.",
+    ["topic", "partition"],
+)
 BUFFERED_ROWS = Gauge(
     "waxlake_buffered_rows", "Rows read and waiting for the next commit.", ["topic"]
 )
@@ -137,6 +142,7 @@ METRIC_NAMES = {
     "waxlake_commit_conflicts_total",
     "waxlake_group_commit_failures_total",
     "waxlake_dead_letters_total",
+    "waxlake_records_lost_total",
     "waxlake_buffered_rows",
     "waxlake_committed_offset",
     "waxlake_end_offset",

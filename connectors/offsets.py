@@ -1,17 +1,23 @@
 """Where each Kafka partition's progress is recorded: Delta `txn` markers and the Kafka group.
 
-The table's `txn` marker (app id per topic and partition, version = last offset written) is
-committed atomically with the rows, so it is the truth for exactly-once. The Kafka group offset
-is what standard lag tools read; it is the position of record for the other two guarantees.
+The table's `txn` marker (app id per topic and partition, version = last offset handled) is
+committed atomically with the rows, so it is the truth for exactly-once. Integrity rule: a marker
+only ever grows, and it covers every offset up to it (landed in the table, in its dead letters, or
+recorded as lost). Beside it a second `txn` keeps the Kafka timestamp of the record at the marker,
+so a restart can tell that the record Kafka now has at that offset is the one that landed.
+The Kafka group offset is what standard lag tools read; it is the position of record for the
+other two guarantees.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
+import pyarrow as pa
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from deltalake import DeltaTable
+from deltalake import CommitProperties, DeltaTable, Transaction
 
 from connectors.config import Guarantee
 
@@ -23,6 +29,51 @@ APP_ID_PREFIX = "waxlake"
 def app_id(topic: str, partition: int) -> str:
     """The Delta `txn` app id that carries the last offset written for one Kafka partition."""
     return f"{APP_ID_PREFIX}:{topic}:{partition}"
+
+
+def fingerprint_app_id(topic: str, partition: int) -> str:
+    """The `txn` app id whose version is the Kafka timestamp (ms) of the record at the marker."""
+    return f"{app_id(topic, partition)}:timestamp"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """How far a flush covers one partition: its last offset and that record's timestamp."""
+
+    last_offset: int
+    timestamp_ms: int  # -1: the record carries no timestamp
+
+
+def coverage(raw: pa.Table) -> dict[int, Mark]:
+    """Per partition of `raw` (rows of each partition in offset order): its last record."""
+    if raw.num_rows == 0:
+        return {}
+    stamps = raw["timestamp"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+    data = pa.table({"partition": raw["partition"], "offset": raw["offset"], "ts": stamps})
+    grouped = data.group_by("partition", use_threads=False).aggregate(
+        [("offset", "last"), ("ts", "last")]
+    )
+    columns = (grouped[name].to_pylist() for name in ("partition", "offset_last", "ts_last"))
+    return {
+        int(p): Mark(int(o), -1 if t is None else int(t)) for p, o, t in zip(*columns, strict=True)
+    }
+
+
+def marker_commit(topic: str, marks: Mapping[int, Mark]) -> CommitProperties:
+    """`txn` actions that move the markers of `marks` (and their fingerprints) in one commit."""
+    transactions = []
+    for partition, mark in sorted(marks.items()):
+        transactions.append(Transaction(app_id=app_id(topic, partition), version=mark.last_offset))
+        transactions.append(
+            Transaction(app_id=fingerprint_app_id(topic, partition), version=mark.timestamp_ms)
+        )
+    return CommitProperties(app_transactions=transactions)
+
+
+def table_fingerprint(table: DeltaTable, topic: str, partition: int) -> int:
+    """Kafka timestamp of the record at the partition's marker; -1 if unknown."""
+    version = table.transaction_version(fingerprint_app_id(topic, partition))
+    return -1 if version is None else version
 
 
 def table_markers(table: DeltaTable, topic: str, partitions: Iterable[int]) -> dict[int, int]:

@@ -21,11 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import Consumer, KafkaException
+from deltalake.exceptions import DeltaError
 
-from connectors import metrics, offsets
+from connectors import metrics, offsets, topic_ids
 from connectors.config import Guarantee, Settings
 from connectors.dead_letters import DEAD_LETTER_SCHEMA, dead_letter_uri
 from connectors.decode import Decoder
+from connectors.errors import ConcurrentWriteError, TableWriteError, commit_failure
 from connectors.kafka import make_consumer
 from connectors.progress import PROGRESS
 from connectors.records import SCHEMA
@@ -115,6 +117,12 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
         state = self._tables[topic]
         if not state.buffer.batches:
             return
+        try:
+            self._commit(topic, state)
+        except (DeltaError, OSError, ConcurrentWriteError, KafkaException) as exc:
+            raise TableWriteError(commit_failure(topic, state.writer.uri, exc)) from exc
+
+    def _commit(self, topic: str, state: _Table) -> None:
         raw = state.buffer.take()
         started = time.perf_counter()
         split = state.decoder.split(raw)
@@ -130,7 +138,8 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
         if guarantee is Guarantee.EXACTLY_ONCE:
             dead_result = state.dead_letters.write_exactly_once(dead) if dead.num_rows else None
             rows = _without_dead_letters(topic, state, split.rows)
-            result = state.writer.write_exactly_once(rows)
+            # The markers cover the whole flush: its dead letters are durable by now.
+            result = state.writer.write_exactly_once(rows, offsets.coverage(raw))
         else:
             dead_result = state.dead_letters.append(dead) if dead.num_rows else None
             result = state.writer.append(split.rows)
@@ -192,6 +201,9 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
                     settings.commit_retries,
                     schema=schema,
                     maintenance=settings.maintenance(),
+                    topic_id=topic_ids.KNOWN.get(topic)
+                    if schema is not DEAD_LETTER_SCHEMA
+                    else None,
                 )
 
             self._tables[topic] = _Table(

@@ -21,9 +21,12 @@ from pythonjsonlogger.json import JsonFormatter
 
 from connectors import offsets
 from connectors.config import ConfigError, Settings, load_settings
-from connectors.kafka import list_partitions, make_consumer
+from connectors.errors import WaxlakeError, install_excepthook
+from connectors.kafka import list_partitions, make_admin, make_consumer
+from connectors.partition_watch import watch_partitions
 from connectors.recovery import prepare_recovery_dir
 from connectors.shutdown import install_signal_handlers
+from connectors.topic_ids import check_topic_ids
 
 log = logging.getLogger("waxlake")
 
@@ -91,16 +94,20 @@ def check_table_root(settings: Settings) -> None:
         ) from None
 
 
-def preflight(settings: Settings) -> None:
-    """Every check that can fail before reading: Kafka settings, broker, topics, paths."""
+def preflight(settings: Settings) -> dict[str, list[int]]:
+    """Every check that can fail before reading: Kafka settings, broker, topics, paths, topic
+    identities. Returns the partitions of each topic."""
     make_consumer(settings, what="config check").close()
-    list_partitions(settings)
+    admin = make_admin(settings)
+    partitions = list_partitions(settings, admin=admin)
     check_table_root(settings)
+    check_topic_ids(settings, admin)
     recovery_dir, process_id, processes = _bytewax_args()
     if recovery_dir is not None:
         prepare_recovery_dir(
             recovery_dir, settings.recovery_partitions, process_id=process_id, processes=processes
         )
+    return partitions
 
 
 _tracer: object = None  # Bytewax's tracer lives as long as this reference
@@ -137,11 +144,13 @@ def start(check: Callable[[Settings], T]) -> tuple[Settings, T]:
     try:
         settings = load_settings()
         configure_logging(settings)
-        preflight(settings)
+        partitions = preflight(settings)
         checked = check(settings)
         install_signal_handlers()
+        install_excepthook()
+        watch_partitions(settings, partitions)
         tune_gc()
-    except ConfigError as exc:
+    except (ConfigError, WaxlakeError) as exc:
         if _under_bytewax_run():
             print(f"waxlake: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -14,18 +14,17 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from deltalake import DeltaTable
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 
 from connectors import offsets
+from connectors.command import command_settings
 from connectors.config import ConfigError, Settings
 from connectors.dead_letters import dead_letter_uri
+from connectors.gaps import read_gaps
 from connectors.kafka import make_consumer
 
 
@@ -38,6 +37,18 @@ class PartitionStatus:
 
 
 @dataclass
+class GapStatus:
+    """Offsets Kafka lost before they landed, as recorded under `_data_loss/`."""
+
+    partition: int
+    first_offset: int
+    last_offset: int
+    records: int
+    detected_at: str
+    reason: str
+
+
+@dataclass
 class TableStatus:
     topic: str
     uri: str
@@ -46,6 +57,8 @@ class TableStatus:
     last_commit: str | None
     dead_letters: int
     partitions: list[PartitionStatus] = field(default_factory=list)
+    lost_records: int = 0
+    gaps: list[GapStatus] = field(default_factory=list)
 
 
 def _rows(table: DeltaTable) -> int | None:
@@ -70,6 +83,17 @@ def _table_status(settings: Settings, topic: str, table: DeltaTable) -> TableSta
     dead = offsets.open_table(dead_letter_uri(settings.table_root, topic), storage)
     present = {int(p["partition"]) for p in table.partitions() if p.get("partition") is not None}
     markers = offsets.table_markers(table, topic, present)
+    gaps = [
+        GapStatus(
+            partition=row["partition"],
+            first_offset=row["first_offset"],
+            last_offset=row["last_offset"],
+            records=row["records"],
+            detected_at=row["detected_at"].isoformat(timespec="milliseconds"),
+            reason=row["reason"],
+        )
+        for row in read_gaps(settings.table_root, topic, storage).to_pylist()
+    ]
     return TableStatus(
         topic=topic,
         uri=settings.table_uri(topic),
@@ -78,6 +102,8 @@ def _table_status(settings: Settings, topic: str, table: DeltaTable) -> TableSta
         last_commit=_last_commit(table),
         dead_letters=(_rows(dead) or 0) if dead is not None else 0,
         partitions=[PartitionStatus(p, markers.get(p)) for p in sorted(present)],
+        lost_records=sum(g.records for g in gaps),
+        gaps=gaps,
     )
 
 
@@ -146,38 +172,30 @@ def _print_human(root: str, tables: list[TableStatus]) -> None:
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
             print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+        if t.gaps:
+            count = len(t.gaps)
+            print(f"  lost {t.lost_records} records in {count} gap{'s' if count > 1 else ''}:")
+            for g in t.gaps:
+                print(
+                    f"    {g.partition}: {g.first_offset}-{g.last_offset} ({g.records} records) "
+                    f"at {g.detected_at}: {g.reason}"
+                )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="waxlake", description="waxlake tools")
-    commands = parser.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="per table: version, rows, offsets, lag")
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser("status", help="per table: version, rows, offsets, lag, gaps")
     status.add_argument("--root", help="table root (default: $WAXLAKE_TABLE_ROOT)")
     status.add_argument("--bootstrap-servers", help="default: $KAFKA_BOOTSTRAP_SERVERS")
     status.add_argument("--topics", help="comma-separated (default: $WAXLAKE_TOPICS or all)")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     status.add_argument("--timeout", type=float, default=10.0, help="seconds per broker call")
-    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `waxlake` console script; returns the exit code."""
-    args = _parser().parse_args(argv)
-    overrides: dict[str, Any] = {
-        "table_root": args.root,
-        "bootstrap_servers": args.bootstrap_servers,
-        "topics": args.topics,
-    }
-    try:  # the job's own settings (env, .env), so Kafka config and storage options carry over
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except (ValidationError, SettingsError) as exc:
-        print(f"waxlake: error: invalid settings: {exc}", file=sys.stderr)
-        return 2
-    if not settings.table_root:
-        print(
-            "waxlake: error: no table root: pass --root or set WAXLAKE_TABLE_ROOT", file=sys.stderr
-        )
-        return 2
+def run(args: argparse.Namespace) -> int:
+    """`waxlake status`; returns the exit code."""
+    settings = command_settings(
+        table_root=args.root, bootstrap_servers=args.bootstrap_servers, topics=args.topics
+    )
     local = "://" not in settings.table_root or settings.table_root.startswith("file://")
     topics = settings.topics or (_discover(settings.table_root) if local else [])
     if not topics:
@@ -210,7 +228,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     return 1 if missing else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
-from connectors import metrics, offsets
+from connectors import metrics, offsets, topic_ids
+from connectors.errors import ConcurrentWriteError
 from connectors.maintenance import MaintenancePolicy, TableMaintenance
 from connectors.records import PARTITION_COLUMNS, SCHEMA
 
@@ -41,10 +42,6 @@ class CommitResult:
     attempts: int
 
 
-class ConcurrentWriteError(RuntimeError):
-    """Gave up after too many commit conflicts on one table."""
-
-
 class DeltaTableWriter:
     """The only committer of one table within this job (one sink partition per table)."""
 
@@ -56,9 +53,11 @@ class DeltaTableWriter:
         max_attempts: int = 20,
         schema: pa.Schema | None = SCHEMA,
         maintenance: MaintenancePolicy | None = None,
+        topic_id: str | None = None,
     ) -> None:
         """`schema`: the fixed schema rows are cast to; None lets the table's schema grow with
-        new columns (additive evolution, for decoded tables)."""
+        new columns (additive evolution, for decoded tables). `topic_id`: the Kafka topic ID the
+        table is filled from, stamped on it (None: the broker has none, or not a topic's table)."""
         self.uri = uri
         self.topic = topic
         self.schema = schema
@@ -68,6 +67,8 @@ class DeltaTableWriter:
         self._max_attempts = max_attempts
         self._table: DeltaTable | None = None
         self._commits_on_handle = 0
+        self._topic_id = topic_id
+        self._topic_id_checked = False
 
     # -- handle management -------------------------------------------------
 
@@ -90,15 +91,21 @@ class DeltaTableWriter:
 
     # -- writes ------------------------------------------------------------
 
-    def write_exactly_once(self, batch: pa.Table) -> CommitResult:
-        """Land every row of `batch` whose key is not in the table yet, exactly once."""
-        return self._with_retries(batch, dedupe=True)
+    def write_exactly_once(
+        self, batch: pa.Table, marks: Mapping[int, offsets.Mark] | None = None
+    ) -> CommitResult:
+        """Land every row of `batch` whose key is not in the table yet, exactly once, and move
+        each partition's marker to `marks` (default: the last row of each partition in `batch`;
+        the sink passes the whole flush's, so records that went elsewhere count as handled)."""
+        return self._with_retries(batch, offsets.coverage(batch) if marks is None else marks)
 
     def append(self, batch: pa.Table) -> CommitResult:
         """Plain append, no dedupe (at-least-once and at-most-once)."""
-        return self._with_retries(batch, dedupe=False)
+        return self._with_retries(batch, None)
 
-    def _with_retries(self, batch: pa.Table, *, dedupe: bool) -> CommitResult:
+    def _with_retries(
+        self, batch: pa.Table, marks: Mapping[int, offsets.Mark] | None
+    ) -> CommitResult:
         if self.schema is not None and batch.schema != self.schema:
             batch = batch.cast(self.schema)
         for attempt in range(1, self._max_attempts + 1):
@@ -106,9 +113,10 @@ class DeltaTableWriter:
                 table = self._fresh_table()
                 if table is None:
                     table = self._create(batch.schema)
-                if not dedupe:
-                    return self._append(table, batch, marked=False, attempt=attempt)
-                return self._upsert(table, batch, attempt)
+                self._check_topic_id(table)
+                if marks is None:
+                    return self._append(table, batch, None, attempt)
+                return self._upsert(table, batch, marks, attempt)
             except CommitFailedError as exc:
                 metrics.COMMIT_CONFLICTS.labels(self.topic).inc()
                 if attempt == self._max_attempts:
@@ -124,6 +132,13 @@ class DeltaTableWriter:
                 self._table = None  # re-open: the conflict may come from a re-created table
                 time.sleep(min(0.05 * attempt, 1.0) * random.random())
         raise AssertionError("unreachable")
+
+    def _check_topic_id(self, table: DeltaTable) -> None:
+        """Stamp the table with the Kafka topic ID it is filled from, once; refuse another."""
+        if self._topic_id is None or self._topic_id_checked:
+            return
+        topic_ids.stamp(table, self.topic, self._topic_id)
+        self._topic_id_checked = True
 
     def _create(self, schema: pa.Schema) -> DeltaTable:
         """Create the table empty; rows always go through the marker-checked path.
@@ -145,94 +160,90 @@ class DeltaTableWriter:
         assert table is not None
         return table
 
-    def _upsert(self, table: DeltaTable, batch: pa.Table, attempt: int) -> CommitResult:
-        partitions = pc.unique(batch["partition"]).to_pylist()
-        markers = offsets.table_markers(table, self.topic, partitions)
+    def _upsert(
+        self, table: DeltaTable, batch: pa.Table, marks: Mapping[int, offsets.Mark], attempt: int
+    ) -> CommitResult:
+        markers = offsets.table_markers(table, self.topic, marks)
+        # Markers only grow: a partition whose marker is already at or past the flush moves not.
+        moving = {p: m for p, m in marks.items() if p not in markers or m.last_offset > markers[p]}
         fresh = _above_markers(batch, markers)
-        unmarked = [p for p in partitions if p not in markers]
+        unmarked = [p for p in moving if p not in markers]
         needs_merge = _partitions_with_rows(table, unmarked) if unmarked else []
         written = 0
+        for partition in needs_merge:
+            rows = fresh.filter(pc.equal(fresh["partition"], partition))
+            written += self._merge(table, rows, partition, moving.pop(partition))
         if needs_merge:
-            merge_mask = pc.is_in(fresh["partition"], pa.array(needs_merge, pa.int32()))
-            written += self._merge(table, fresh.filter(merge_mask), needs_merge)
-            fresh = fresh.filter(pc.invert(merge_mask))
-        result = self._append(table, fresh, marked=True, attempt=attempt)
+            merged = pa.array(needs_merge, pa.int32())
+            fresh = fresh.filter(pc.invert(pc.is_in(fresh["partition"], merged)))
+        result = self._append(table, fresh, moving, attempt)
         written += result.rows_written
         return CommitResult(written, batch.num_rows - written, table.version(), attempt)
 
     def _append(
-        self, table: DeltaTable, batch: pa.Table, *, marked: bool, attempt: int
+        self,
+        table: DeltaTable,
+        batch: pa.Table,
+        marks: Mapping[int, offsets.Mark] | None,
+        attempt: int,
     ) -> CommitResult:
-        """Append `batch` (nothing to do when empty), with its partitions' markers if `marked`."""
-        if batch.num_rows == 0:
+        """Append `batch` with `marks` as its partitions' markers (None: a plain append).
+
+        Nothing to append and no marker to move: no commit. Markers without rows (every record
+        of the flush went to the dead letters, or a step filtered them): an empty commit."""
+        if batch.num_rows == 0 and not marks:
             return CommitResult(0, 0, table.version(), attempt)
         write_deltalake(
             table,
             batch,
             mode="append",
             schema_mode=None if self.schema is not None else "merge",
-            commit_properties=_markers(self.topic, batch) if marked else None,
+            commit_properties=offsets.marker_commit(self.topic, marks) if marks else None,
         )
         self._committed(table)
         return CommitResult(batch.num_rows, 0, table.version(), attempt)
 
-    def _merge(self, table: DeltaTable, rows: pa.Table, partitions: list[int]) -> int:
-        """Insert the rows of partitions that have rows but no marker, where not matched."""
-        inserted = 0
-        for partition in partitions:
-            part_rows = rows.filter(pc.equal(rows["partition"], partition))
-            if part_rows.num_rows == 0:
-                continue
-            low = pc.min(part_rows["offset"]).as_py()
-            high = pc.max(part_rows["offset"]).as_py()
-            predicate = (
-                f"t.partition = {int(partition)} AND t.offset >= {int(low)} "
-                f"AND t.offset <= {int(high)} "
-                "AND t.partition = s.partition AND t.offset = s.offset"
-            )
-            commit = _markers(self.topic, part_rows)
-            metrics = (
-                table.merge(
-                    source=part_rows,
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    streamed_exec=False,
-                    merge_schema=self.schema is None,
-                    commit_properties=commit,
-                )
-                .when_not_matched_insert_all()
-                .execute()
-            )
-            count = int(metrics.get("num_target_rows_inserted", 0))
-            if count == 0:
-                # A merge that inserts nothing makes no commit: keep the marker with an empty append.
-                write_deltalake(
-                    table, part_rows.slice(0, 0), mode="append", commit_properties=commit
-                )
+    def _merge(self, table: DeltaTable, rows: pa.Table, partition: int, mark: offsets.Mark) -> int:
+        """Insert the rows of a partition that has rows but no marker, where not matched."""
+        commit = offsets.marker_commit(self.topic, {partition: mark})
+        if rows.num_rows == 0:
+            write_deltalake(table, rows, mode="append", commit_properties=commit)
             self._committed(table)
-            log.info(
-                "%s: merged partition %d offsets %d..%d (%d new rows; no marker before)",
-                self.uri,
-                partition,
-                low,
-                high,
-                count,
-            )
-            inserted += count
-        return inserted
-
-
-def _markers(topic: str, batch: pa.Table) -> CommitProperties:
-    """`txn` actions: per partition in `batch`, version = the highest offset written."""
-    grouped = batch.group_by("partition").aggregate([("offset", "max")])
-    transactions = [
-        Transaction(app_id=offsets.app_id(topic, int(p)), version=int(o))
-        for p, o in zip(
-            grouped["partition"].to_pylist(), grouped["offset_max"].to_pylist(), strict=True
+            return 0
+        low = pc.min(rows["offset"]).as_py()
+        high = pc.max(rows["offset"]).as_py()
+        predicate = (
+            f"t.partition = {int(partition)} AND t.offset >= {int(low)} "
+            f"AND t.offset <= {int(high)} "
+            "AND t.partition = s.partition AND t.offset = s.offset"
         )
-    ]
-    return CommitProperties(app_transactions=transactions)
+        metrics = (
+            table.merge(
+                source=rows,
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                streamed_exec=False,
+                merge_schema=self.schema is None,
+                commit_properties=commit,
+            )
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        count = int(metrics.get("num_target_rows_inserted", 0))
+        if count == 0:
+            # A merge that inserts nothing makes no commit: keep the marker with an empty append.
+            write_deltalake(table, rows.slice(0, 0), mode="append", commit_properties=commit)
+        self._committed(table)
+        log.info(
+            "%s: merged partition %d offsets %d..%d (%d new rows; no marker before)",
+            self.uri,
+            partition,
+            low,
+            high,
+            count,
+        )
+        return count
 
 
 def _above_markers(batch: pa.Table, markers: Mapping[int, int]) -> pa.Table:

@@ -136,6 +136,13 @@ def txn_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
 
 
+@pytest.fixture(scope="session")
+def log_broker(txn_broker: str) -> str:
+    """``host:port`` of a broker with a real log: DeleteRecords, topic deletion, correct
+    watermarks (noida-db here; never Tansu)."""
+    return txn_broker
+
+
 @pytest.fixture
 def topic_factory(request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
     """Create uniquely named topics; they are deleted (best effort) after the test.

@@ -25,6 +25,7 @@ EXPECTED_ALERTS = {
     "WaxlakeLagGrowing",
     "WaxlakeNoCommits",
     "WaxlakeDeadLetters",
+    "WaxlakeRecordsLost",
     "WaxlakeCommitConflicts",
     "WaxlakeGroupCommitFailures",
 }

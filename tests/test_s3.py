@@ -106,7 +106,7 @@ def test_job_lands_every_record_once_on_s3(
 
     # `waxlake status` reads the markers on S3 with the same settings.
     shown = subprocess.run(
-        [sys.executable, "-m", "connectors.status", "status", "--json"],
+        [sys.executable, "-m", "connectors.cli", "status", "--json"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -34,7 +34,7 @@ def status(
     *args: str, cwd: Path, env: dict[str, str] | None = None, script: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """Run `waxlake status ...` (the console script if `script`, else `python -m`)."""
-    head = [str(WAXLAKE_SCRIPT)] if script else [sys.executable, "-m", "connectors.status"]
+    head = [str(WAXLAKE_SCRIPT)] if script else [sys.executable, "-m", "connectors.cli"]
     return subprocess.run(
         [*head, "status", *args],
         cwd=cwd,

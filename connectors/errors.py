@@ -1,0 +1,133 @@
+"""Fatal runtime errors, and the one `waxlake: error:` line every fatal error ends with.
+
+Bytewax prints a Python traceback when an operator raises; its last line is Bytewax's own wrapper
+(`BytewaxRuntimeError: error calling ...`), which tells a user nothing. `install_excepthook` keeps
+that traceback for debugging and then prints one line that says what failed, where (table or topic
+and partition) and what to do, like a bad setting does at start-up.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import sys
+import traceback
+from types import TracebackType
+
+from confluent_kafka import KafkaException
+
+from connectors.config import ConfigError
+
+EXIT_RUNTIME_ERROR = 1
+
+
+class WaxlakeError(RuntimeError):
+    """A fatal error whose message is the line users see: what, where, and what to do."""
+
+
+class DataLossError(WaxlakeError):
+    """Records were deleted from Kafka before they landed, and WAXLAKE_ON_DATA_LOSS=fail."""
+
+
+class OffsetsReusedError(WaxlakeError):
+    """The log was truncated or the topic recreated: (topic, partition, offset) no longer names
+    one record, so no setting may skip past it."""
+
+
+class KafkaFatalError(WaxlakeError):
+    """librdkafka reported an error it will not recover from."""
+
+
+class ConcurrentWriteError(RuntimeError):
+    """Gave up after too many commit conflicts on one table."""
+
+
+class TableWriteError(WaxlakeError):
+    """A commit to a Delta table failed for good (disk, object store, conflicts)."""
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and its causes, outermost first (Bytewax wraps the user's error twice)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def one_line(text: str) -> str:
+    """The gist of a multi-line, possibly coloured error text (delta-rs, object_store)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [line.strip(" \u21b3") for line in text.splitlines() if line.strip(" \u21b3")]
+    return " ".join(lines) if lines else text
+
+
+def fatal_line(exc: BaseException) -> str:
+    """The line to print last for a fatal `exc` (without the `waxlake: error:` prefix)."""
+    chain = _chain(exc)
+    for error in chain:
+        if isinstance(error, WaxlakeError | ConfigError):
+            return str(error)
+    root = chain[-1]
+    if type(root).__name__ == "PanicException" and "thread panic" in str(root):
+        return (
+            "another process of this Bytewax cluster went away (membership is static, so every "
+            "process stops): restart all of them; each resumes where its tables' offsets are"
+        )
+    return (
+        f"unexpected {type(root).__name__}: {one_line(str(root))} "
+        "(the traceback above has the details; the tables are consistent: restart the job)"
+    )
+
+
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    traceback.print_exception(kind, exc, tb, file=sys.stderr)
+    print(f"waxlake: error: {fatal_line(exc)}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    # Leave now: consumers closed during interpreter shutdown would log after our last line.
+    # Delta and Kafka commits are atomic, so nothing half-done is left behind.
+    os._exit(EXIT_RUNTIME_ERROR)
+
+
+def install_excepthook() -> None:
+    sys.excepthook = _excepthook
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC)
+        or "No space left on device" in str(e)
+        or "os error 28" in str(e)
+        for e in _chain(exc)
+    )
+
+
+def commit_failure(topic: str, uri: str, exc: BaseException) -> str:
+    """The one line for a commit that failed for good: where, why, what to do."""
+    cause = one_line(str(exc))
+    if is_disk_full(exc):
+        advice = f"the disk under {uri} is full: free space there and restart the job"
+    elif isinstance(exc, ConcurrentWriteError):
+        advice = (
+            "another writer keeps committing to this table (a second job instance on the same "
+            "WAXLAKE_TABLE_ROOT?): stop it, then restart this job"
+        )
+    elif isinstance(exc, KafkaException):
+        advice = "the Kafka offset commit failed: check the broker, then restart the job"
+    elif "://" in uri and not uri.startswith("file://"):
+        advice = (
+            "the object store did not accept the commit (after delta-rs's retries): check the "
+            "endpoint, credentials and network (WAXLAKE_STORAGE_OPTIONS), then restart the job"
+        )
+    else:
+        advice = "fix the cause, then restart the job"
+    return (
+        f"committing topic {topic} to {uri} failed: {cause}; {advice}. Rows and offsets commit "
+        "atomically, so the table is consistent and the job resumes where it stopped"
+    )
