@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         pattern=r"^interval \d+ (seconds?|minutes?|hours?|days?|weeks?)$",
     )
     schema_spec: str = Field(default="", validation_alias="WAXLAKE_SCHEMA")
+    schema_registry_url: str = ""
+    schema_registry_config: dict[str, Any] = Field(default_factory=dict)
+    registry_keys: bool = False
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     bytewax_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = "ERROR"

@@ -127,30 +127,7 @@ class JsonDecoder:
 
     def _parse(self, values: pa.ChunkedArray) -> pa.StructArray:
         """Parse values that must all fit the known fields; new fields widen `self.fields`."""
-        lines = pc.binary_join_element_wise(b'{"v":', values.combine_chunks(), b"}\n", b"")
-        offsets = pa.Array.from_buffers(
-            pa.int32(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset
-        )
-        data = (
-            lines.buffers()[2][offsets[0].as_py() : offsets[-1].as_py()]
-            if len(lines)
-            else pa.py_buffer(b"")
-        )
-        options = pj.ParseOptions(
-            explicit_schema=pa.schema([pa.field("v", pa.struct(list(self.fields)))]),
-            unexpected_field_behavior="infer",
-            newlines_in_values=True,
-        )
-        table = pj.read_json(pa.BufferReader(data), parse_options=options)
-        column = (
-            table.column("v").combine_chunks()
-            if table.num_rows
-            else pa.array([], pa.struct(list(self.fields)))
-        )
-        if table.num_rows != len(values):
-            raise pa.ArrowInvalid(f"decoded {table.num_rows} rows from {len(values)} values")
-        if column.null_count:
-            raise pa.ArrowInvalid("value is JSON null, not an object")
+        column = read_json_objects(values, pa.struct(list(self.fields)), unexpected="infer")
         column = _normalise(column)
         for child in column.type:
             if child.name not in self.fields.names:
@@ -182,6 +159,37 @@ class JsonDecoder:
         return rows.sort_by([("partition", "ascending"), ("offset", "ascending")])
 
 
+def read_json_objects(
+    values: pa.ChunkedArray | pa.Array, struct: pa.StructType, unexpected: str
+) -> pa.StructArray:
+    """Parse every value as one JSON object of type `struct`, in one call (ArrowInvalid if any
+    does not fit). Each value is wrapped as `{"v": <value>}`, one line each, so whatever a value
+    holds it is exactly one line of one document. `unexpected`: "infer" or "ignore" fields."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    lines = pc.binary_join_element_wise(b'{"v":', values, b"}\n", b"")
+    offsets = pa.Array.from_buffers(
+        pa.int32(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset
+    )
+    data = (
+        lines.buffers()[2][offsets[0].as_py() : offsets[-1].as_py()]
+        if len(lines)
+        else pa.py_buffer(b"")
+    )
+    options = pj.ParseOptions(
+        explicit_schema=pa.schema([pa.field("v", struct)]),
+        unexpected_field_behavior=unexpected,
+        newlines_in_values=True,
+    )
+    table = pj.read_json(pa.BufferReader(data), parse_options=options)
+    column = table.column("v").combine_chunks() if table.num_rows else pa.array([], struct)
+    if table.num_rows != len(values):
+        raise pa.ArrowInvalid(f"decoded {table.num_rows} rows from {len(values)} values")
+    if column.null_count:
+        raise pa.ArrowInvalid("value is JSON null, not an object")
+    return column
+
+
 def _by_field(
     chunks: list[pa.StructArray], fields: pa.Schema, length: int
 ) -> dict[str, pa.ChunkedArray]:
@@ -192,7 +200,7 @@ def _by_field(
         for chunk in chunks:
             names = [f.name for f in chunk.type]
             if field.name in names:
-                pieces.append(_conform(chunk.field(names.index(field.name)), field.type))
+                pieces.append(conform(chunk.field(names.index(field.name)), field.type))
             else:
                 pieces.append(pa.nulls(len(chunk), field.type))
         out[field.name] = (
@@ -203,14 +211,14 @@ def _by_field(
     return out
 
 
-def _conform(array: pa.Array, target: pa.DataType) -> pa.Array:
+def conform(array: pa.Array, target: pa.DataType) -> pa.Array:
     """`array` as `target`, where `target` may have struct fields `array` lacks (then null)."""
     if array.type == target:
         return array
     if pa.types.is_struct(target) and pa.types.is_struct(array.type):
         names = [f.name for f in array.type]
         children = [
-            _conform(array.field(names.index(f.name)), f.type)
+            conform(array.field(names.index(f.name)), f.type)
             if f.name in names
             else pa.nulls(len(array), f.type)
             for f in target

@@ -44,7 +44,7 @@ def _same_type(a: pa.DataType, b: pa.DataType) -> bool:
     return norm(a) == norm(b)
 
 
-def _check_columns(topic: str, uri: str, table: pa.Schema, wanted: pa.Schema, what: str) -> None:
+def check_columns(topic: str, uri: str, table: pa.Schema, wanted: pa.Schema, what: str) -> None:
     for field in wanted:
         if field.name not in table.names:
             problem = f"has no column {field.name!r}"
@@ -60,7 +60,7 @@ def _check_columns(topic: str, uri: str, table: pa.Schema, wanted: pa.Schema, wh
         )
 
 
-def _existing_schema(settings: Settings, topic: str) -> pa.Schema | None:
+def existing_schema(settings: Settings, topic: str) -> pa.Schema | None:
     table = open_table(settings.table_uri(topic), settings.storage_options)
     return None if table is None else pa.schema(table.schema().to_arrow())
 
@@ -68,9 +68,9 @@ def _existing_schema(settings: Settings, topic: str) -> pa.Schema | None:
 def raw_decoders(settings: Settings) -> DecoderFactory:
     """Check existing tables against the raw schema; every topic gets a RawDecoder."""
     for topic in settings.topics:
-        schema = _existing_schema(settings, topic)
+        schema = existing_schema(settings, topic)
         if schema is not None:
-            _check_columns(topic, settings.table_uri(topic), schema, SCHEMA, "the raw flow")
+            check_columns(topic, settings.table_uri(topic), schema, SCHEMA, "the raw flow")
     return lambda topic: RawDecoder(settings.max_record_bytes)
 
 
@@ -81,11 +81,11 @@ def json_decoders(settings: Settings) -> DecoderFactory:
     starts: dict[str, pa.Schema] = {}
     for topic in settings.topics:
         uri = settings.table_uri(topic)
-        schema = _existing_schema(settings, topic)
+        schema = existing_schema(settings, topic)
         if schema is None:
             starts[topic] = given
             continue
-        _check_columns(topic, uri, schema, metadata, "the decoded flow")
+        check_columns(topic, uri, schema, metadata, "the decoded flow")
         fields = decoded_fields(schema)
         for field in given:
             if field.name in fields.names and not _same_type(

@@ -178,6 +178,24 @@ def topic_factory(request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
             pass  # cleanup only: unique names never collide
 
 
+# -- a schema registry (Apicurio Registry, a local JVM process) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[str]:
+    """The Confluent-compatible URL of a real schema registry for the session, in memory."""
+    from connectors.local_registry import RegistryUnavailable, start_registry
+
+    try:
+        registry = start_registry()
+    except RegistryUnavailable as exc:
+        if os.environ.get("WAXLAKE_REQUIRE_BROKER") == "1":
+            pytest.fail(f"WAXLAKE_REQUIRE_BROKER=1 but no schema registry can start: {exc}")
+        pytest.skip(f"no schema registry available: {exc}")
+    with registry:
+        yield registry.url
+
+
 # -- S3 (a local moto server process) ---------------------------------------------------------
 
 import typing  # noqa: E402

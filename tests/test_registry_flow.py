@@ -1,0 +1,347 @@
+"""`flows.registry_to_delta` end to end: confluent-kafka's serializers -> Kafka -> the job -> Delta,
+against a real schema registry server (Apicurio Registry, started by the tests)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import (
+    ConfigCompatibilityLevel,
+    Schema,
+    SchemaReference,
+    ServerConfig,
+)
+from deltalake import DeltaTable
+
+from tests.jobs import produce, run_job
+from tests.registry_support import (
+    FLOW,
+    avro,
+    client,
+    json_schema,
+    order_class,
+    produce_values,
+    protobuf,
+    registry_env,
+)
+
+UTC = dt.UTC
+ADDRESS = {
+    "type": "record",
+    "name": "Address",
+    "namespace": "waxlake.test",
+    "fields": [{"name": "city", "type": "string"}, {"name": "zip", "type": ["null", "string"]}],
+}
+CUSTOMER: dict[str, Any] = {
+    "type": "record",
+    "name": "Customer",
+    "namespace": "waxlake.test",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "name", "type": "string"},
+        {"name": "age", "type": "int"},
+        {"name": "score", "type": "double"},
+        {"name": "ratio", "type": "float"},
+        {"name": "active", "type": "boolean"},
+        {"name": "note", "type": ["null", "string"], "default": None},
+        {"name": "joined", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "birthday", "type": {"type": "int", "logicalType": "date"}},
+        {
+            "name": "balance",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2},
+        },
+        {"name": "ref", "type": {"type": "string", "logicalType": "uuid"}},
+        {"name": "tier", "type": {"type": "enum", "name": "Tier", "symbols": ["FREE", "PRO"]}},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "counters", "type": {"type": "map", "values": "long"}},
+        {"name": "home", "type": "waxlake.test.Address"},
+    ],
+}
+
+
+def customer(i: int) -> dict[str, Any]:
+    return {
+        "id": i,
+        "name": f"name-{i}",
+        "age": 20 + i,
+        "score": i / 4,
+        "ratio": 0.5,
+        "active": i % 2 == 0,
+        "note": None if i % 3 else f"note {i}",
+        "joined": dt.datetime(2026, 1, 1, tzinfo=UTC) + dt.timedelta(milliseconds=i),
+        "birthday": dt.date(2000, 1, 1) + dt.timedelta(days=i),
+        "balance": decimal.Decimal(f"{i}.25"),
+        "ref": str(uuid.UUID(int=i)),
+        "tier": "PRO" if i % 2 else "FREE",
+        "tags": [f"t{i}", "x"],
+        "counters": {"a": i},
+        "home": {"city": f"c{i}", "zip": None if i % 2 else "123"},
+    }
+
+
+def table_rows(root: Path, topic: str) -> list[dict[str, Any]]:
+    rows = DeltaTable(str(root / topic)).to_pyarrow_table().to_pylist()
+    return sorted(rows, key=lambda r: (r["partition"], r["offset"]))
+
+
+def dead_letters(root: Path, topic: str) -> list[dict[str, Any]]:
+    uri = root / "_dead_letters" / topic
+    if not (uri / "_delta_log").exists():
+        return []
+    return sorted(DeltaTable(str(uri)).to_pyarrow_table().to_pylist(), key=lambda r: r["offset"])
+
+
+def test_avro_with_every_mapped_type_and_a_reference(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    client(schema_registry).register_schema(
+        "waxlake.test.Address", Schema(json.dumps(ADDRESS), "AVRO")
+    )
+    ref = SchemaReference("waxlake.test.Address", "waxlake.test.Address", 1)
+    records = [customer(i) for i in range(40)]
+    values = avro(schema_registry, topic, CUSTOMER, records, references=[ref])
+    produce_values(kafka_bootstrap, topic, [*values, None])
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = table_rows(root, topic)
+    assert len(rows) == 41 and dead_letters(root, topic) == []
+    got = [{k: v for k, v in r.items() if k in CUSTOMER_FIELDS} for r in rows[:40]]
+    assert got == [{**r, "counters": list(r["counters"].items())} for r in records]
+    latest = client(schema_registry).get_latest_version(f"{topic}-value")
+    assert {r["schema_id"] for r in rows[:40]} == {latest.schema_id}
+    tombstone = rows[40]
+    assert (
+        tombstone["is_tombstone"] and tombstone["name"] is None and tombstone["schema_id"] is None
+    )
+    types = {f.name: str(f.type) for f in DeltaTable(str(root / topic)).schema().fields}
+    assert types["joined"] == 'PrimitiveType("timestamp")' and "decimal(10,2)" in types["balance"]
+
+
+CUSTOMER_FIELDS = [f["name"] for f in CUSTOMER["fields"]]
+
+
+def test_protobuf_end_to_end(kafka_bootstrap, schema_registry, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    cls = order_class()
+    messages = []
+    for i in range(30):
+        m = cls(id=i, item=f"item-{i}", qty=[i, i + 1], status=i % 2)
+        m.placed_at.FromMilliseconds(1_700_000_000_000 + i)
+        m.first_line.sku = f"sku-{i}"
+        m.first_line.qty = i
+        messages.append(m)
+    produce_values(kafka_bootstrap, topic, protobuf(schema_registry, topic, messages))
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = table_rows(root, topic)
+    assert dead_letters(root, topic) == []
+    assert [
+        (r["id"], r["item"], r["qty"], r["placed_at"], r["status"], r["first_line"]) for r in rows
+    ] == [
+        (
+            i,
+            f"item-{i}",
+            [i, i + 1],
+            dt.datetime.fromtimestamp((1_700_000_000_000 + i) / 1000, UTC),
+            ["NEW", "PAID"][i % 2],
+            {"sku": f"sku-{i}", "qty": i},
+        )
+        for i in range(30)
+    ]
+
+
+EVENT = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Event",
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "kind": {"type": "string", "enum": ["click", "view"]},
+        "at": {"type": "string", "format": "date-time"},
+        "weight": {"type": ["number", "null"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "where": {"type": "object", "properties": {"page": {"type": "string"}}},
+    },
+    "required": ["id", "kind"],
+}
+
+
+def test_json_schema_end_to_end(kafka_bootstrap, schema_registry, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    events: list[dict[str, Any]] = [
+        {
+            "id": i,
+            "kind": ["click", "view"][i % 2],
+            "at": f"2026-01-01T00:00:{i:02d}Z",
+            "weight": None if i % 2 else i * 1.5,
+            "tags": ["a"] * (i % 3),
+            "where": {"page": f"/p/{i}"},
+        }
+        for i in range(25)
+    ]
+    produce_values(kafka_bootstrap, topic, json_schema(schema_registry, topic, EVENT, events))
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = table_rows(root, topic)
+    assert dead_letters(root, topic) == []
+    assert [(r["id"], r["kind"], r["at"], r["weight"], r["tags"], r["where"]) for r in rows] == [
+        (
+            e["id"],
+            e["kind"],
+            dt.datetime(2026, 1, 1, 0, 0, e["id"], tzinfo=UTC),
+            e["weight"],
+            e["tags"],
+            e["where"],
+        )
+        for e in events
+    ]
+
+
+V1 = {"type": "record", "name": "Reading", "fields": [{"name": "n", "type": "long"}]}
+V2 = {
+    "type": "record",
+    "name": "Reading",
+    "fields": [
+        {"name": "n", "type": "long"},
+        {"name": "unit", "type": ["null", "string"], "default": None},
+    ],
+}
+UNION = {"type": "record", "name": "Reading", "fields": [{"name": "n", "type": ["string", "long"]}]}
+V3 = {"type": "record", "name": "Reading", "fields": [{"name": "n", "type": "string"}]}
+
+
+def test_evolution_widens_and_a_conflicting_schema_goes_to_dead_letters(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    sr = client(schema_registry)
+    sr.set_config(
+        subject_name=f"{topic}-value",
+        config=ServerConfig(compatibility=ConfigCompatibilityLevel.NONE),
+    )
+    v1 = avro(schema_registry, topic, V1, [{"n": i} for i in range(5)])
+    v2 = avro(schema_registry, topic, V2, [{"n": i, "unit": "kg"} for i in range(5, 10)])
+    v3 = avro(schema_registry, topic, V3, [{"n": f"s{i}"} for i in range(3)])
+    root = tmp_path / "lake"
+    env = registry_env(kafka_bootstrap, [topic], root, schema_registry)
+    produce_values(kafka_bootstrap, topic, v1)
+    assert run_job(env, None, flow=FLOW).returncode == 0  # the table starts with v1's columns
+    produce_values(kafka_bootstrap, topic, [*v2, *v3])
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = table_rows(root, topic)
+    assert [(r["n"], r["unit"]) for r in rows] == [(i, None) for i in range(5)] + [
+        (i, "kg") for i in range(5, 10)
+    ]
+    dead = dead_letters(root, topic)
+    assert [d["offset"] for d in dead] == [10, 11, 12]
+    assert {d["error_class"] for d in dead} == {"SchemaConflict"}
+    v3_id = int.from_bytes(v3[0][1:5], "big")
+    message = dead[0]["error_message"]
+    assert f"schema id {v3_id}" in message and "field 'n' is string in it but int64" in message
+    assert dead[0]["value"] == v3[0]
+
+
+def test_bad_framing_and_unknown_schemas_are_dead_letters(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    good = avro(schema_registry, topic, V1, [{"n": 1}])[0]
+    client(schema_registry).set_config(
+        subject_name=f"{topic}-value",
+        config=ServerConfig(compatibility=ConfigCompatibilityLevel.NONE),
+    )
+    union = avro(schema_registry, topic, UNION, [{"n": 5}])[0]
+    values = [
+        good,
+        b"plain text",  # no framing at all
+        b"\x00\x00",  # too short
+        b"\x00\x7f\xff\xff\xf0" + good[5:],  # an id the registry never gave
+        b"\x01" + uuid.uuid4().bytes + good[5:],  # a GUID the registry does not know
+        good[:5] + b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",  # not Avro of that schema
+        good,
+        union,  # a schema whose union no Delta column can hold
+        good[5:],  # its GUID in a header (confluent-kafka's header framing), unknown here
+    ]
+    headers = [()] * (len(values) - 1) + [(("__value_schema_id", b"\x01" + uuid.uuid4().bytes),)]
+    produce(kafka_bootstrap, [(topic, 0, b"k", v, h) for v, h in zip(values, headers, strict=True)])
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["offset"] for r in table_rows(root, topic)] == [0, 6]
+    dead = {d["offset"]: (d["error_class"], d["error_message"]) for d in dead_letters(root, topic)}
+    assert {o: c for o, (c, _) in dead.items()} == {
+        1: "BadFraming",
+        2: "BadFraming",
+        3: "UnknownSchema",
+        4: "UnknownSchema",
+        5: "InvalidPayload",
+        7: "UnsupportedSchema",
+        8: "UnknownSchema",
+    }
+    assert "unknown magic byte 112" in dead[1][1]
+    assert "field n is a union of several types (string, long)" in dead[7][1]
+    assert "schema id 2147483632" in dead[3][1]
+
+
+def test_keys_in_the_registry_format_become_key_columns(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    from confluent_kafka.serialization import MessageField
+
+    topic = topic_factory(1)
+    key_schema = {"type": "record", "name": "Key", "fields": [{"name": "tenant", "type": "string"}]}
+    keys = avro(
+        schema_registry,
+        topic,
+        key_schema,
+        [{"tenant": f"t{i}"} for i in range(4)],
+        field=MessageField.KEY,
+    )
+    values = avro(schema_registry, topic, V1, [{"n": i} for i in range(4)])
+    produce_values(kafka_bootstrap, topic, values, keys=keys)
+    root = tmp_path / "lake"
+    env = registry_env(kafka_bootstrap, [topic], root, schema_registry, registry_keys=1)
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = table_rows(root, topic)
+    assert [(r["key_tenant"], r["n"], r["key"]) for r in rows] == [
+        (f"t{i}", i, keys[i]) for i in range(4)
+    ]
+
+
+@pytest.mark.parametrize("problem", ["unset", "unreachable"])
+def test_registry_setting_problems_stop_at_start_with_one_line(
+    problem, kafka_bootstrap, topic_factory, tmp_path
+):
+    from connectors.local_broker import free_port
+
+    topic = topic_factory(1)
+    url = "" if problem == "unset" else f"http://127.0.0.1:{free_port()}"
+    env = registry_env(kafka_bootstrap, [topic], tmp_path / "lake", url)
+    result = run_job(env, None, flow=FLOW, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("waxlake: error: WAXLAKE_SCHEMA_REGISTRY_URL"), last
