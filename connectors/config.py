@@ -87,11 +87,15 @@ class Settings(BaseSettings):
     schema_registry_url: str = ""
     schema_registry_config: dict[str, Any] = Field(default_factory=dict)
     registry_keys: bool = False
+    value_format: Literal["json", "registry"] = "json"
+    key_fields: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cdc_format: Literal["", "debezium"] = ""
+    key_buckets: int = Field(default=16, gt=0, le=4096)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     bytewax_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = "ERROR"
 
-    @field_validator("topics", mode="before")
+    @field_validator("topics", "key_fields", mode="before")
     @classmethod
     def _split_topics(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -10,7 +10,7 @@ from connectors.config import ConfigError, Settings
 from connectors.decode import METADATA_COLUMNS, JsonDecoder, RawDecoder, decoded_fields, load_schema
 from connectors.offsets import open_table
 from connectors.records import SCHEMA
-from connectors.sink import DecoderFactory, DeltaSink
+from connectors.sink import DecoderFactory, DeltaSink, WriterFactory
 from connectors.source import KafkaSource
 
 
@@ -19,11 +19,16 @@ def _by_table(batch: pa.RecordBatch) -> tuple[str, pa.RecordBatch]:
     return batch.column(0)[0].as_py(), batch
 
 
-def build_flow(name: str, settings: Settings, make_decoder: DecoderFactory) -> Dataflow:
+def build_flow(
+    name: str,
+    settings: Settings,
+    make_decoder: DecoderFactory,
+    make_writer: WriterFactory | None = None,
+) -> Dataflow:
     flow = Dataflow(name)
     batches = op.input("kafka", flow, KafkaSource(settings))
     keyed = op.map("by_table", batches, _by_table)
-    op.output("delta", keyed, DeltaSink(settings, make_decoder))
+    op.output("delta", keyed, DeltaSink(settings, make_decoder, make_writer))
     return flow
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,12 +32,28 @@ from connectors.errors import ConcurrentWriteError, TableWriteError, commit_fail
 from connectors.kafka import make_consumer
 from connectors.progress import PROGRESS
 from connectors.records import SCHEMA
-from connectors.table_writer import DeltaTableWriter
+from connectors.table_writer import CommitResult, DeltaTableWriter
 
 log = logging.getLogger(__name__)
 
 DecoderFactory = Callable[[str], Decoder]
 """Builds the decoder of one topic's table (the flow decides: raw or JSON)."""
+
+
+class TableWriter(Protocol):
+    """Commits rows to one table: `DeltaTableWriter` (append), `StateTableWriter` (MERGE)."""
+
+    uri: str
+
+    def write_exactly_once(
+        self, batch: pa.Table, marks: Mapping[int, offsets.Mark] | None = None
+    ) -> CommitResult: ...
+
+    def append(self, batch: pa.Table) -> CommitResult: ...
+
+
+WriterFactory = Callable[[str, str], TableWriter]
+"""Builds the writer of one topic's table from its URI and topic (None: append tables)."""
 
 
 @dataclass
@@ -64,7 +81,7 @@ class _Table:
     """What the sink keeps per table: its buffer, decoder, writer and dead-letter writer."""
 
     decoder: Decoder
-    writer: DeltaTableWriter
+    writer: TableWriter
     dead_letters: DeltaTableWriter
     buffer: _Buffer = field(default_factory=_Buffer)
 
@@ -75,9 +92,15 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
     The state it snapshots is None: the table (and the group offsets) hold the progress.
     """
 
-    def __init__(self, settings: Settings, make_decoder: DecoderFactory) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        make_decoder: DecoderFactory,
+        make_writer: WriterFactory | None = None,
+    ) -> None:
         self._settings = settings
         self._make_decoder = make_decoder
+        self._make_writer = make_writer
         self._tables: dict[str, _Table] = {}
         self._group: Consumer | None = None
 
@@ -206,11 +229,12 @@ class TableSinkPartition(StatefulSinkPartition[pa.RecordBatch, None]):
                     else None,
                 )
 
+            uri = settings.table_uri(topic)
             self._tables[topic] = _Table(
                 decoder=decoder,
-                writer=writer(
-                    settings.table_uri(topic), None if decoder.evolves_schema else SCHEMA
-                ),
+                writer=self._make_writer(uri, topic)
+                if self._make_writer is not None
+                else writer(uri, None if decoder.evolves_schema else SCHEMA),
                 dead_letters=writer(
                     dead_letter_uri(settings.table_root, topic), DEAD_LETTER_SCHEMA
                 ),
@@ -279,9 +303,15 @@ def _offset_ranges(data: pa.Table) -> dict[int, tuple[int, int]]:
 class DeltaSink(FixedPartitionedSink[pa.RecordBatch, None]):
     """One sink partition per table, so each table has exactly one committer in the cluster."""
 
-    def __init__(self, settings: Settings, make_decoder: DecoderFactory) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        make_decoder: DecoderFactory,
+        make_writer: WriterFactory | None = None,
+    ) -> None:
         self._settings = settings
         self._make_decoder = make_decoder
+        self._make_writer = make_writer
         self._tables = sorted(settings.topics)
         metrics.declare_topics(self._tables)
 
@@ -293,4 +323,4 @@ class DeltaSink(FixedPartitionedSink[pa.RecordBatch, None]):
         return self._tables.index(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> TableSinkPartition:
-        return TableSinkPartition(self._settings, self._make_decoder)
+        return TableSinkPartition(self._settings, self._make_decoder, self._make_writer)

@@ -166,7 +166,7 @@ class DeltaTableWriter:
         markers = offsets.table_markers(table, self.topic, marks)
         # Markers only grow: a partition whose marker is already at or past the flush moves not.
         moving = {p: m for p, m in marks.items() if p not in markers or m.last_offset > markers[p]}
-        fresh = _above_markers(batch, markers)
+        fresh = above_markers(batch, markers)
         unmarked = [p for p in moving if p not in markers]
         needs_merge = _partitions_with_rows(table, unmarked) if unmarked else []
         written = 0
@@ -246,7 +246,7 @@ class DeltaTableWriter:
         return count
 
 
-def _above_markers(batch: pa.Table, markers: Mapping[int, int]) -> pa.Table:
+def above_markers(batch: pa.Table, markers: Mapping[int, int]) -> pa.Table:
     """Rows whose offset is above their partition's marker (partitions without one: all rows)."""
     if not markers:
         return batch

@@ -258,6 +258,8 @@ class BackgroundProducer:
     topics: dict[str, int]
     rate: int = 5_000
     value_for: Callable[[str, int], bytes | None] = lambda topic, seq: f"{topic}:{seq}".encode()
+    key_for: Callable[[int], bytes] = lambda seq: f"k{seq}".encode()
+    partition_for: Callable[[int, int], int] = lambda seq, partitions: seq % partitions
     recorder: Recorder = field(default_factory=Recorder)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -278,9 +280,9 @@ class BackgroundProducer:
                 for topic, partitions in self.topics.items():
                     prod.produce(
                         topic,
-                        key=f"k{seq}".encode(),
+                        key=self.key_for(seq),
                         value=self.value_for(topic, seq),
-                        partition=seq % partitions,
+                        partition=self.partition_for(seq, partitions),
                         on_delivery=self.recorder,
                     )
                 seq += 1
