@@ -59,8 +59,16 @@ TEST_BROKER_SETTINGS: Mapping[str, str] = {
 
 
 def cluster_id() -> str:
-    """A random KRaft cluster id (a base64url UUID without padding, as kafka-storage makes)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random KRaft cluster id: a base64url UUID without padding, as kafka-storage makes.
+
+    Never one starting with "-" (1 in 64): the format command would read it as an option and
+    fail ("argument --cluster-id/-t: expected one argument"); Kafka's Uuid.randomUuid skips
+    those too.
+    """
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not value.startswith("-"):
+            return value
 
 
 def server_properties(
