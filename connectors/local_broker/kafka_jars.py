@@ -158,7 +158,7 @@ def _run_maven(mvn: str, pom: Path, cache: Path, version: str, quiet: bool) -> N
     # Maven runs on a copy of the POM in the cache: nothing is written into the source tree.
     work_pom = cache / "pom.xml"
     shutil.copyfile(pom, work_pom)
-    argv = [mvn, "-q", "-B", "-f", str(work_pom), DEPENDENCY_PLUGIN]
+    argv = [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(work_pom), DEPENDENCY_PLUGIN]
     argv += ["-DincludeScope=runtime", f"-DoutputDirectory={staging}"]
     try:
         done = subprocess.run(
