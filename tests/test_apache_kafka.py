@@ -131,11 +131,6 @@ def test_consumer_groups_tool_sees_lag_zero_after_a_bounded_run(
     ) == [(topic, p, 1_000, 1_000, 0) for p in range(3)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product: the group offset committed is last data offset + 1, so a partition that "
-    "ends in a transaction marker keeps lag 1 in Kafka's tools (see the final report)",
-)
 def test_consumer_groups_tool_sees_lag_zero_after_transactions(
     kafka_broker, topic_factory, tmp_path
 ):
@@ -154,7 +149,14 @@ def test_consumer_groups_tool_sees_lag_zero_after_transactions(
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_table(root / topic).height == 10
     (row,) = kafka_consumer_groups(bootstrap, env["WAXLAKE_GROUP_ID"], kafka_broker.jars)
-    assert (row.log_end_offset, row.lag) == (12, 0)
+    assert row.log_end_offset == 12  # 2 x (5 records + 1 commit marker)
+    if (row.current_offset, row.lag) == (11, 1):
+        # Known product bug (reported, not fixed here: connectors/source.py and sink.py are being
+        # changed elsewhere): the group offset committed is the last data offset + 1, while a
+        # consumer's position is past the trailing commit marker (offset 11), so Kafka's tools
+        # show lag 1 for a partition read to its end. Fix: commit the consumer's position().
+        pytest.xfail("group offset stops before the trailing transaction marker: lag 1")
+    assert (row.current_offset, row.lag) == (12, 0)
 
 
 def produce_rounds(bootstrap: str, topic: str, first_seq: int, rounds: int) -> list[Record]:
