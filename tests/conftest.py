@@ -73,7 +73,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def _announce(config: pytest.Config, role: str, session: brokers.SessionBroker) -> None:
     brokers.STARTED.append((role, session))
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():  # live, not into a test's captured output
         reporter.write_line(f"\nbroker ({role}): {session.describe()}")
 
 
