@@ -14,6 +14,7 @@ each reading that topic from offset 0 into a fresh table:
   waxlake-alo    the same, at-least-once
   peer-bytewax   Bytewax's built-in KafkaSource, a map to dicts, write_deltalake per batch
   peer-quix      quixstreams Application (consumer group) with a BatchingSink writing Delta
+  peer-spark     Spark Structured Streaming, Kafka source -> Delta sink, availableNow, local[2]
 
 Then, per size, end-to-end freshness (produce time -> visible in the Delta table) at a fixed
 produce rate, for the contenders that write Delta. It prints the tables and writes a JSON result
@@ -21,9 +22,11 @@ produce rate, for the contenders that write Delta. It prints the tables and writ
 
     python tests/benchmarks/bench_ingest.py --records 200000 --sizes 200 --only raw,waxlake-eo
     python tests/benchmarks/bench_ingest.py --sizes 1024 --no-freshness
+    python tests/benchmarks/bench_ingest.py --contenders raw,peer-spark --no-freshness
 
 Figures per contender, whole process (start to exit): records/s by wall clock, CPU microseconds
-per record (user + sys, from wait4) and peak RSS. Steady state, so that start-up (imports, group
+per record (user + sys, from wait4) and peak RSS (the larger of wait4's and the sum over the
+process tree sampled from /proc: the Spark peer's work runs in a child JVM). Steady state, so that start-up (imports, group
 assignment) does not decide the comparison: records / time from the first record read to the end
 of the last commit, and the CPU used in that interval (sampled from /proc every 50 ms). The first
 record's time is reported by each process; for waxlake it is the first "reading <topic>[p]" log
@@ -38,7 +41,11 @@ freshness = when a poller (every 50 ms) first saw the table version holding it -
 
 peer-quix runs in its own virtual environment (tests/benchmarks/.venv-quix, created on first use
 with `pip install quixstreams==3.28.1` and this environment's deltalake and pyarrow versions),
-because quixstreams pins an older confluent-kafka.
+because quixstreams pins an older confluent-kafka. peer-spark likewise runs in
+tests/benchmarks/.venv-spark (pyspark), with its Kafka and Delta jars resolved once by Maven into
+~/.cache/waxlake (see spark_setup.py); it needs Java 17+ and `mvn`. It is not in the freshness
+phase. On Tansu it lands too few records: Spark bounds an availableNow run by the high
+watermarks the broker reports, and Tansu's are short of the end (see README).
 """
 
 from __future__ import annotations
@@ -78,8 +85,10 @@ from confluent_kafka import Producer  # noqa: E402
 from deltalake import DeltaTable  # noqa: E402
 
 from connectors.local_broker import create_topic, start_broker  # noqa: E402
+from tests.benchmarks import spark_setup  # noqa: E402
+from tests.benchmarks.proctree import tree_usage  # noqa: E402
 
-CONTENDERS = ("raw", "waxlake-eo", "waxlake-alo", "peer-bytewax", "peer-quix")
+CONTENDERS = ("raw", "waxlake-eo", "waxlake-alo", "peer-bytewax", "peer-quix", "peer-spark")
 DELTA_CONTENDERS = ("waxlake-eo", "waxlake-alo", "peer-bytewax", "peer-quix")
 QUIX_VENV = HERE / ".venv-quix"
 QUIX_VERSION = "3.28.1"
@@ -143,6 +152,11 @@ class Measured:
     cpu_s: float
     maxrss_kb: int
     cpu_samples: list[tuple[float, float]]  # (wall time, user+sys s so far), every ~50 ms
+    tree_rss_kb: int = 0  # peak of the sampled RSS summed over the process tree
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max(self.maxrss_kb, self.tree_rss_kb) / 1024
 
     def cpu_at(self, when: float) -> float | None:
         """CPU seconds the process had used at wall time `when` (interpolated samples)."""
@@ -310,7 +324,10 @@ def run_measured(
     timer = threading.Timer(timeout, kill)
     timer.start()
     samples: list[tuple[float, float]] = []
-    sampler = threading.Thread(target=_sample_cpu, args=(pid_file, done, samples), daemon=True)
+    peak_rss = [0]
+    sampler = threading.Thread(
+        target=_sample_cpu, args=(pid_file, done, samples, peak_rss), daemon=True
+    )
     sampler.start()
     if stop_when is not None:
 
@@ -326,7 +343,7 @@ def run_measured(
     sampler.join()
     if not usage_file.exists():  # the launcher itself was killed (timeout)
         now = time.time()
-        return Measured(code, now, now, 0.0, 0, samples)
+        return Measured(code, now, now, 0.0, 0, samples, peak_rss[0])
     usage = json.loads(usage_file.read_text())
     return Measured(
         exit_code=usage["exit_code"],
@@ -335,26 +352,25 @@ def run_measured(
         cpu_s=usage["cpu_s"],
         maxrss_kb=usage["maxrss_kb"],
         cpu_samples=samples,
+        tree_rss_kb=peak_rss[0],
     )
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _sample_cpu(pid_file: Path, done: threading.Event, out: list[tuple[float, float]]) -> None:
-    """utime+stime of the contender from /proc, every 50 ms, until `done`."""
+def _sample_cpu(
+    pid_file: Path, done: threading.Event, out: list[tuple[float, float]], peak_rss: list[int]
+) -> None:
+    """CPU (user+sys) of the contender and its descendants from /proc every 50 ms until `done`;
+    the peak of their summed RSS in `peak_rss[0]`."""
     while not pid_file.exists():
         if done.wait(0.005):
             return
-    path = f"/proc/{pid_file.read_text().strip()}/stat"
+    pid = int(pid_file.read_text().strip())
     while not done.wait(0.05):
-        try:
-            with open(path) as f:
-                fields = f.read().rpartition(")")[2].split()
-        except (OSError, ValueError):
+        usage = tree_usage(pid)
+        if usage is None:
             return
-        # After the command name: state is field 3, utime 14 and stime 15 (1-based).
-        out.append((time.time(), (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS))
+        out.append((time.time(), usage[0]))
+        peak_rss[0] = max(peak_rss[0], usage[1])
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -564,6 +580,9 @@ def run_throughput(
         argv, env = bytewax_peer(bootstrap, topic, uri, report, tail=False)
     elif name == "peer-quix":
         argv, env = quix_peer(bootstrap, topic, uri, workdir, report, records, None)
+    elif name == "peer-spark":
+        argv = spark_setup.peer_command(bootstrap, topic, uri, root / "_checkpoint", report)
+        env = {k: v for k, v in base_env().items() if k != "PYTHONPATH"}
     else:
         raise ValueError(name)
 
@@ -571,7 +590,7 @@ def run_throughput(
     result.exit_code = measured.exit_code
     result.wall_s = measured.ended - measured.started
     result.cpu_s = measured.cpu_s
-    result.peak_rss_mb = measured.maxrss_kb / 1024
+    result.peak_rss_mb = measured.peak_rss_mb
     result.records_per_s_whole = records / result.wall_s
     result.cpu_us_per_record = measured.cpu_s / records * 1e6
     if measured.exit_code != 0:
@@ -608,6 +627,8 @@ def run_throughput(
         result.commits, result.files = stats["commits"], stats["files"]
     if result.rows != records or result.unique_rows != records:
         result.error = f"expected {records} rows, got {result.rows} ({result.unique_rows} unique)"
+        if name == "peer-spark" and (result.rows or 0) < records:
+            result.error += f" ({spark_setup.SHORT_HINT})"
         print(f" WRONG: {result.error}", flush=True)
     else:
         result.ok = True
@@ -755,7 +776,7 @@ def run_freshness(
     fresh.visible = poller.visible_in_window
     if measured:
         m = measured[0]
-        fresh.peak_rss_mb = m.maxrss_kb / 1024
+        fresh.peak_rss_mb = m.peak_rss_mb
         fresh.cpu_percent_of_core = 100 * m.cpu_s / (m.ended - m.started)
         fresh.exit_code = m.exit_code
         # Stopped by SIGINT: Bytewax's own KafkaSource flow exits 1 ("signal received"),
@@ -919,6 +940,8 @@ def environment_info() -> dict[str, Any]:
                 [str(quix_python()), "-c", code], capture_output=True, text=True, check=True
             )
             info["quix_venv_packages"] = json.loads(out.stdout)
+    if spark_setup.spark_python().exists():
+        info["spark_peer"] = spark_setup.versions()
     return info
 
 
@@ -945,6 +968,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument(
         "--only",
+        "--contenders",
         default=",".join(CONTENDERS),
         help=f"comma-separated contenders, from {','.join(CONTENDERS)}",
     )
@@ -997,6 +1021,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if "peer-quix" in args.only or "peer-quix" in args.freshness_only:
         ensure_quix_venv()
+    if "peer-spark" in args.only:
+        spark_setup.ensure_spark_peer()
     workdir = (
         args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="waxlake-bench-"))
     )
