@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     key_fields: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cdc_format: Literal["", "debezium"] = ""
     key_buckets: int = Field(default=16, gt=0, le=4096)
+    state_merge_rows: int = Field(default=2_000_000, gt=0)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     bytewax_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = "ERROR"

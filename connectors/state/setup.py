@@ -70,6 +70,7 @@ def state_writers(settings: Settings) -> WriterFactory:
             settings.storage_options,
             settings.commit_retries,
             maintenance=settings.maintenance(),
+            merge_rows=settings.state_merge_rows,
         )
 
     return make

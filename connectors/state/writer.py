@@ -1,13 +1,18 @@
-"""Commits changes to a current-state table: one Delta MERGE per flush, exactly once.
+"""Commits changes to a current-state table with Delta MERGE, exactly once.
 
 Integrity rule: the table holds, per live key, the change that is latest by the ordering rule
 (`connectors.state.changes`), and its markers cover every change applied. Each flush drops the
-changes at or below the markers (replays), keeps the latest change per key, and MERGEs them in
-one commit that carries the markers (a MERGE that changes nothing still commits them, as an
-empty append). Within the MERGE a change only replaces a row it is newer than, so no order of
-commits can let an older change win. The MERGE reads only the key buckets the flush touches (a
-literal predicate on the partition column), and is committed against the snapshot the markers
-were read from: a zombie's commit makes it fail, and it is retried on a fresh snapshot.
+changes at or below the markers (replays), keeps the latest change per key, and MERGEs them; the
+commit that completes the flush carries the markers (a flush that changes nothing still commits
+them, as an empty append). Within a MERGE a change only replaces a row it is newer than, so
+applying a change twice changes nothing and no order of commits lets an older change win.
+
+Cost: a MERGE reads only the key buckets the flush touches (a literal predicate on the partition
+column). Where those buckets hold more than `merge_rows` rows, the flush is merged bucket group
+by bucket group (memory stays bounded); only the last carries the markers, and a crash between
+them replays the flush, which the rule above makes harmless. Every commit carries the writer's
+fence `txn` and is made against the snapshot the markers were read from, so a second instance
+(a zombie) makes one of them conflict; it re-reads, re-filters and retries.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import time
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from connectors import metrics, offsets
@@ -51,6 +57,7 @@ class StateTableWriter:
         storage_options: Mapping[str, str] | None = None,
         max_attempts: int = 20,
         maintenance: MaintenancePolicy | None = None,
+        merge_rows: int = 2_000_000,
     ) -> None:
         self.uri = uri
         self.topic = topic
@@ -62,6 +69,7 @@ class StateTableWriter:
         self._maintenance = TableMaintenance(uri, self._policy)
         self._table: DeltaTable | None = None
         self._commits_on_handle = 0
+        self._merge_rows = merge_rows
 
     def current(self) -> DeltaTable | None:
         if self._table is not None and self._commits_on_handle < REOPEN_EVERY_COMMITS:
@@ -124,34 +132,78 @@ class StateTableWriter:
         moving = {p: m for p, m in marks.items() if p not in markers or m.last_offset > markers[p]}
         fresh = above_markers(changes, markers)
         latest = latest_per_key(fresh, self._keys) if fresh.num_rows else fresh
-        commit = offsets.marker_commit(self.topic, moving) if moving else None
-        before = table.version()
-        if latest.num_rows:
-            buckets = ", ".join(str(b) for b in sorted(set(latest[BUCKET].to_pylist())))
-            on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in self._keys)
-            (
-                table.merge(
-                    source=latest,
-                    predicate=f"t.{BUCKET} IN ({buckets}) AND {on}",
-                    source_alias="s",
-                    target_alias="t",
-                    merge_schema=True,
-                    streamed_exec=False,
-                    commit_properties=commit,
-                )
-                .when_matched_delete(predicate=f"s.{DELETED} AND ({NEWER})")
-                .when_matched_update_all(
-                    predicate=f"NOT s.{DELETED} AND ({NEWER})", except_cols=[DELETED]
-                )
-                .when_not_matched_insert_all(predicate=f"NOT s.{DELETED}", except_cols=[DELETED])
-                .execute()
-            )
-        if commit is not None and table.version() == before:
+        fence = Transaction(app_id=f"waxlake:{self.topic}:state-writer", version=table.version())
+        groups = self._bucket_groups(table, latest) if latest.num_rows else []
+        marked = False
+        for index, group in enumerate(groups):
+            last = index == len(groups) - 1
+            rows = latest.filter(pc.is_in(latest[BUCKET], pa.array(group, pa.int32())))
+            commit = self._commit(moving if last else {}, fence)
+            marked = self._merge_buckets(table, rows, group, commit) and last
+        if moving and not marked:
             # Nothing changed (replays, deletes of absent keys): the markers still move.
             empty = pa.schema(table.schema().to_arrow()).empty_table()
+            commit = self._commit(moving, fence)
             write_deltalake(table, empty, mode="append", commit_properties=commit)
-        if table.version() != before:
-            self._commits_on_handle += 1
-            self._maintenance.after_commit(table)
+            self._committed(table)
         applied = latest.num_rows
         return CommitResult(applied, changes.num_rows - applied, table.version(), attempt)
+
+    def _commit(self, marks: Mapping[int, offsets.Mark], fence: Transaction) -> CommitProperties:
+        """The markers (if any) and the writer's fence: two instances merging from the same
+        snapshot both carry it, so the later one conflicts."""
+        markers = offsets.marker_commit(self.topic, marks).app_transactions if marks else []
+        return CommitProperties(app_transactions=[*(markers or []), fence])
+
+    def _bucket_groups(self, table: DeltaTable, latest: pa.Table) -> list[list[int]]:
+        """The buckets the changes touch, grouped so that one MERGE reads at most about
+        `merge_rows` rows of the table (memory stays bounded as the table grows)."""
+        touched = sorted(set(latest[BUCKET].to_pylist()))
+        actions = pa.table(table.get_add_actions(flatten=True))
+        sizes: dict[int, int] = {}
+        if actions.num_rows:
+            by_bucket = actions.group_by(f"partition.{BUCKET}").aggregate([("num_records", "sum")])
+            for bucket, rows in zip(*(c.to_pylist() for c in by_bucket.columns), strict=True):
+                sizes[int(bucket)] = int(rows or 0)
+        groups: list[list[int]] = [[]]
+        total = 0
+        for bucket in touched:
+            if groups[-1] and total + sizes.get(bucket, 0) > self._merge_rows:
+                groups.append([])
+                total = 0
+            groups[-1].append(bucket)
+            total += sizes.get(bucket, 0)
+        return groups
+
+    def _merge_buckets(
+        self, table: DeltaTable, rows: pa.Table, buckets: list[int], commit: CommitProperties
+    ) -> bool:
+        """One MERGE of `rows` into `buckets`; True if it made a commit."""
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in self._keys)
+        literal = ", ".join(str(b) for b in buckets)
+        before = table.version()
+        (
+            table.merge(
+                source=rows,
+                predicate=f"t.{BUCKET} IN ({literal}) AND {on}",
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                streamed_exec=False,
+                commit_properties=commit,
+            )
+            .when_matched_delete(predicate=f"s.{DELETED} AND ({NEWER})")
+            .when_matched_update_all(
+                predicate=f"NOT s.{DELETED} AND ({NEWER})", except_cols=[DELETED]
+            )
+            .when_not_matched_insert_all(predicate=f"NOT s.{DELETED}", except_cols=[DELETED])
+            .execute()
+        )
+        if table.version() == before:
+            return False
+        self._committed(table)
+        return True
+
+    def _committed(self, table: DeltaTable) -> None:
+        self._commits_on_handle += 1
+        self._maintenance.after_commit(table)
