@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from connectors.maintenance import MaintenancePolicy
+from connectors.delta.maintenance import MaintenancePolicy
 
 
 class Guarantee(StrEnum):

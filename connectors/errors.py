@@ -21,6 +21,7 @@ from confluent_kafka import KafkaException
 from connectors.config import ConfigError
 
 EXIT_RUNTIME_ERROR = 1
+EXIT_CONFIG_ERROR = 2
 
 
 class WaxlakeError(RuntimeError):
@@ -87,12 +88,14 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType
     if issubclass(kind, KeyboardInterrupt):
         sys.__excepthook__(kind, exc, tb)
         return
-    traceback.print_exception(kind, exc, tb, file=sys.stderr)
+    setting = any(isinstance(e, ConfigError) for e in _chain(exc))
+    if not setting:  # a bad setting needs no traceback; anything else keeps it for debugging
+        traceback.print_exception(kind, exc, tb, file=sys.stderr)
     print(f"waxlake: error: {fatal_line(exc)}", file=sys.stderr, flush=True)
     logging.shutdown()
     # Leave now: consumers closed during interpreter shutdown would log after our last line.
     # Delta and Kafka commits are atomic, so nothing half-done is left behind.
-    os._exit(EXIT_RUNTIME_ERROR)
+    os._exit(EXIT_CONFIG_ERROR if setting else EXIT_RUNTIME_ERROR)
 
 
 def install_excepthook() -> None:

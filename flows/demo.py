@@ -24,8 +24,8 @@ import polars as pl
 from confluent_kafka import KafkaError, Message, Producer
 from deltalake import DeltaTable
 
+from connectors.delta.markers import app_id
 from connectors.local_broker import BrokerStartError, BrokerUnavailable, create_topic, start_broker
-from connectors.offsets import app_id
 
 TOPIC = "demo-events"
 PARTITIONS = 4

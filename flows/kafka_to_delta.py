@@ -1,11 +1,19 @@
-"""Kafka topics -> one Delta Lake table per topic, keyed by (topic, partition, offset).
+"""Kafka topics -> one Delta Lake table per topic, one row per record, keyed by
+(topic, partition, offset): raw keys, values and headers.
 
 Run: `python -m bytewax.run flows.kafka_to_delta:flow` (settings in README.md).
 """
 
 from __future__ import annotations
 
-from connectors.flow import build_flow, raw_decoders
-from connectors.startup import start
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
 
-flow = build_flow("kafka_to_delta", *start(raw_decoders))
+from connectors import DeltaSink, KafkaSource, check_record_tables, destination, start
+
+settings = start()
+check_record_tables(settings)
+
+flow = Dataflow("kafka_to_delta")
+records = op.input("kafka", flow, KafkaSource(settings))
+op.output("delta", op.key_on("by_table", records, destination), DeltaSink(settings))

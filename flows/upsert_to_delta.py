@@ -9,9 +9,15 @@ tables").
 
 from __future__ import annotations
 
-from connectors.flow import build_flow
-from connectors.startup import start
-from connectors.state.setup import state_writers, upsert_decoders
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
 
-settings, make_decoder = start(upsert_decoders)
-flow = build_flow("upsert_to_delta", settings, make_decoder, state_writers(settings))
+from connectors import DeltaSink, KafkaSource, changes, decode, destination, start, state_tables
+
+settings = start()
+
+flow = Dataflow("upsert_to_delta")
+records = op.input("kafka", flow, KafkaSource(settings))
+keyed_changes = decode("decode", records, changes(settings))
+sink = DeltaSink(settings, make_writer=state_tables(settings))
+op.output("delta", op.key_on("by_table", keyed_changes, destination), sink)

@@ -201,7 +201,7 @@ def topic_factory(request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
 @pytest.fixture(scope="session")
 def schema_registry() -> Iterator[str]:
     """The Confluent-compatible URL of a real schema registry for the session, in memory."""
-    from connectors.local_registry import RegistryUnavailable, start_registry
+    from connectors.local_broker.registry import RegistryUnavailable, start_registry
 
     try:
         registry = start_registry()

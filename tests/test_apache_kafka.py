@@ -18,8 +18,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
+from connectors.delta.markers import app_id
 from connectors.local_broker import KafkaBroker, create_topic, kafka_consumer_groups, start_kafka
-from connectors.offsets import app_id
 from tests.brokers import kafka_possible
 from tests.jobs import (
     BackgroundProducer,
@@ -150,12 +150,8 @@ def test_consumer_groups_tool_sees_lag_zero_after_transactions(
     assert read_table(root / topic).height == 10
     (row,) = kafka_consumer_groups(bootstrap, env["WAXLAKE_GROUP_ID"], kafka_broker.jars)
     assert row.log_end_offset == 12  # 2 x (5 records + 1 commit marker)
-    if (row.current_offset, row.lag) == (11, 1):
-        # Known product bug (reported, not fixed here: connectors/source.py and sink.py are being
-        # changed elsewhere): the group offset committed is the last data offset + 1, while a
-        # consumer's position is past the trailing commit marker (offset 11), so Kafka's tools
-        # show lag 1 for a partition read to its end. Fix: commit the consumer's position().
-        pytest.xfail("group offset stops before the trailing transaction marker: lag 1")
+    # The group offset is past the trailing commit marker: the source covers offsets to
+    # the partition's end, records or not.
     assert (row.current_offset, row.lag) == (12, 0)
 
 

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from connectors.offsets import app_id
+from connectors.delta.markers import app_id
 from tests.broker_ops import delete_records, recreate_topic
 from tests.jobs import job_env, produce, read_table, run_job, simple_items, start_job
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from connectors.offsets import app_id
+from connectors.delta.markers import app_id
 from tests.jobs import Record, job_env, produce, producer, read_table, run_job, simple_items
 
 EDGE_CASES: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = [

@@ -899,8 +899,9 @@ def test_docker_build_context_holds_the_package() -> None:
     """What `pip install .` needs is copied into the image and not excluded by .dockerignore."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     needed = ["pyproject.toml", project["project"]["readme"]]
-    # Packages are dotted names ("connectors.local_broker"): a copied parent folder holds them.
-    needed += [p.replace(".", "/") for p in project["tool"]["setuptools"]["packages"]]
+    # Packages are found by include patterns ("connectors*"): each top-level folder holds them.
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    needed += sorted({pattern.rstrip("*").split(".")[0] for pattern in include})
     sources = {
         posixpath.normpath(src)
         for c in dockerfile_commands()

@@ -48,7 +48,7 @@ from google.protobuf import (
     timestamp_pb2,
 )
 
-from connectors.local_registry import (
+from connectors.local_broker.registry import (
     LocalRegistry,
     RegistryUnavailable,
     start_registry,

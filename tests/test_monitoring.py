@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.metrics import METRIC_NAMES
+from connectors.ops.metrics import METRIC_NAMES
 
 MONITORING = Path(__file__).resolve().parent.parent / "k8s" / "monitoring"
 DASHBOARD = MONITORING / "grafana-dashboard.json"

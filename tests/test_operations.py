@@ -14,7 +14,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.metrics import METRIC_NAMES
+from connectors.ops.metrics import METRIC_NAMES
 from tests.jobs import (
     REPO,
     BackgroundProducer,
@@ -132,7 +132,7 @@ def test_json_logs(kafka_bootstrap, topic_factory, tmp_path):
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     commits = [r for r in records if r["message"].startswith("committed")]
     assert len(commits) == 1
-    assert commits[0]["level"] == "INFO" and commits[0]["logger"] == "connectors.sink"
+    assert commits[0]["level"] == "INFO" and commits[0]["logger"] == "connectors.delta.sink"
     assert "10 rows written" in commits[0]["message"] and "0:0-9" in commits[0]["message"]
     # Every line the job itself logs is JSON (librdkafka's own lines start with '%').
     others = [

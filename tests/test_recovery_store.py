@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.config import ConfigError
-from connectors.recovery import prepare_recovery_dir
+from connectors.ops.recovery import prepare_recovery_dir
 
 
 def parts(directory) -> list[str]:

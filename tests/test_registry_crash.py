@@ -26,7 +26,7 @@ from tests.test_registry_flow import V1, V2, dead_letters, table_rows
 def test_registry_outage_is_retried_and_nothing_becomes_a_dead_letter(
     kafka_bootstrap, topic_factory, tmp_path
 ):
-    from connectors.local_registry import RegistryUnavailable, start_registry
+    from connectors.local_broker.registry import RegistryUnavailable, start_registry
 
     try:  # its own registry, keeping its schemas on disk across the outage
         registry = start_registry(data_dir=tmp_path / "registry")

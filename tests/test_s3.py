@@ -23,8 +23,8 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from connectors.offsets import app_id
-from connectors.table_writer import DeltaTableWriter
+from connectors.delta.markers import app_id
+from connectors.delta.table_writer import DeltaTableWriter
 from tests.jobs import (
     REPO,
     BackgroundProducer,
@@ -106,7 +106,7 @@ def test_job_lands_every_record_once_on_s3(
 
     # `waxlake status` reads the markers on S3 with the same settings.
     shown = subprocess.run(
-        [sys.executable, "-m", "connectors.cli", "status", "--json"],
+        [sys.executable, "-m", "connectors.ops.cli", "status", "--json"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -4,30 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.dead_letters import DEAD_LETTER_SCHEMA, dead_letters
-from connectors.decode import JsonDecoder
-from connectors.sink import _Table, _without_dead_letters
-from connectors.table_writer import DeltaTableWriter
+from connectors.delta.dead_letters import DEAD_LETTER_SCHEMA, dead_letters, without_dead_letters
+from connectors.delta.table_writer import DeltaTableWriter
 from tests.test_table_writer import TOPIC, records
 
 
 def test_rows_already_dead_letters_stay_dead_letters(tmp_path: Path) -> None:
     """A crash between the dead-letter commit and the table commit, then a replay that decodes
     offset 5 differently: it must not land in the table as well."""
-    state = _Table(
-        decoder=JsonDecoder(1_000),
-        writer=DeltaTableWriter(str(tmp_path / TOPIC), TOPIC),
-        dead_letters=DeltaTableWriter(
-            str(tmp_path / "_dead_letters" / TOPIC), TOPIC, schema=DEAD_LETTER_SCHEMA
-        ),
+    dead = DeltaTableWriter(
+        str(tmp_path / "_dead_letters" / TOPIC), TOPIC, schema=DEAD_LETTER_SCHEMA
     )
     earlier = records(0, 5, 5)
-    state.dead_letters.write_exactly_once(dead_letters(earlier, "TypeConflict", "was a conflict"))
+    dead.write_exactly_once(dead_letters(earlier, "TypeConflict", "was a conflict"))
 
     replayed = records(0, 0, 9)
-    kept = _without_dead_letters(TOPIC, state, replayed)
+    kept = without_dead_letters(TOPIC, dead.current(), replayed)
     assert kept["offset"].to_pylist() == [0, 1, 2, 3, 4, 6, 7, 8, 9]
     # Other partitions and offsets above the dead-letter marker are untouched.
     other = records(1, 0, 9)
-    assert _without_dead_letters(TOPIC, state, other).num_rows == 10
-    assert _without_dead_letters(TOPIC, state, records(0, 6, 9)).num_rows == 4
+    assert without_dead_letters(TOPIC, dead.current(), other).num_rows == 10
+    assert without_dead_letters(TOPIC, dead.current(), records(0, 6, 9)).num_rows == 4

@@ -13,8 +13,8 @@ from typing import Any
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
+from connectors.delta.markers import app_id
 from connectors.local_broker import free_port
-from connectors.offsets import app_id
 from tests.jobs import REPO, job_env, produce, producer, run_job, simple_items
 
 WAXLAKE_SCRIPT = Path(sys.executable).parent / "waxlake"
@@ -34,7 +34,7 @@ def status(
     *args: str, cwd: Path, env: dict[str, str] | None = None, script: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """Run `waxlake status ...` (the console script if `script`, else `python -m`)."""
-    head = [str(WAXLAKE_SCRIPT)] if script else [sys.executable, "-m", "connectors.cli"]
+    head = [str(WAXLAKE_SCRIPT)] if script else [sys.executable, "-m", "connectors.ops.cli"]
     return subprocess.run(
         [*head, "status", *args],
         cwd=cwd,

@@ -10,10 +10,10 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
-from connectors.maintenance import MaintenancePolicy
-from connectors.offsets import app_id
-from connectors.records import SCHEMA
-from connectors.table_writer import DeltaTableWriter
+from connectors.delta.maintenance import MaintenancePolicy
+from connectors.delta.markers import app_id
+from connectors.delta.table_writer import DeltaTableWriter
+from connectors.kafka.records import SCHEMA
 
 TOPIC = "events"
 

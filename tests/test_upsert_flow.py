@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from deltalake import DeltaTable
 
-from connectors.state.writer import StateTableWriter
+from connectors.delta.state_writer import StateTableWriter
 from tests.jobs import Record, job_env, produce, producer, run_job
 
 FLOW = "flows.upsert_to_delta:flow"
@@ -149,7 +150,12 @@ def test_a_key_that_moves_partition_follows_timestamps(kafka_bootstrap, topic_fa
     wins, whatever order the partitions are committed in."""
     topic = topic_factory(2)
     prod = producer(kafka_bootstrap)
-    changes = [(0, 1_000, "old p0"), (1, 2_000, "moved to p1"), (0, 1_500, "late write to p0")]
+    now = int(time.time() * 1000)  # recent: Kafka's retention deletes old timestamps
+    changes = [
+        (0, now, "old p0"),
+        (1, now + 1000, "moved to p1"),
+        (0, now + 500, "late write to p0"),
+    ]
     for partition, stamp, name in changes:
         value = json.dumps({"name": name}).encode()
         prod.produce(topic, key=b"k", value=value, partition=partition, timestamp=stamp)
@@ -178,8 +184,8 @@ def test_two_writers_racing_on_one_state_table(tmp_path):
     """Zombie fencing: the same changes committed by two writers at once land once."""
     import pyarrow as pa
 
-    from connectors.offsets import Mark
-    from connectors.state.changes import BUCKET, DELETED, key_buckets
+    from connectors.decoding.state_changes import BUCKET, DELETED, key_buckets
+    from connectors.delta.markers import Mark
 
     uri = str(tmp_path / "state")
     n = 500

@@ -53,12 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(rest, file=sys.stderr, flush=True)
         return 1
     with broker:
-        print(broker.bootstrap, flush=True)
         print(
             f"{PROG}: {broker.title} at {broker.bootstrap} (pid {broker.process.pid})",
             file=sys.stderr,
             flush=True,
         )
+        print(broker.bootstrap, flush=True)  # last: whoever reads it may read stderr
         while not stop.wait(0.5):
             if broker.process.poll() is not None:
                 print(

@@ -26,9 +26,9 @@ from deltalake import write_deltalake
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from connectors.maintenance import MaintenancePolicy
-from connectors.records import SCHEMA
-from connectors.table_writer import DeltaTableWriter
+from connectors.delta.maintenance import MaintenancePolicy
+from connectors.delta.table_writer import DeltaTableWriter
+from connectors.kafka.records import SCHEMA
 
 PARTITIONS = 4
 

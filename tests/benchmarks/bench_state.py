@@ -36,13 +36,13 @@ import pyarrow as pa  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 from deltalake import DeltaTable, write_deltalake  # noqa: E402
 
+from connectors.decoding.state_changes import BUCKET, key_buckets  # noqa: E402
 from connectors.local_broker import create_topic, start_tansu  # noqa: E402
-from connectors.state.changes import BUCKET, key_buckets  # noqa: E402
 
 PARTITIONS = 4
 BUCKETS = 16
-COMMITTED = re.compile(r"^(\S+ \S+) INFO connectors\.sink: committed .*, (\d+) ms$", re.M)
-READING = re.compile(r"^(\S+ \S+) INFO connectors\.source: reading ", re.M)
+COMMITTED = re.compile(r"^(\S+ \S+) INFO connectors\.delta\.sink: committed .*, (\d+) ms$", re.M)
+READING = re.compile(r"^(\S+ \S+) INFO connectors\.kafka\.source: reading ", re.M)
 
 
 def key(i: int) -> bytes:

@@ -1,0 +1,92 @@
+"""What travels from the Kafka source through the steps to the Delta sink: one `KafkaBatch`.
+
+The rule a step must keep for exactly-once, stated once (README, "Write your own flow") and
+checked by `check_rule` at every step made with `rows`/`frames` and again in the sink:
+
+    a batch keeps its Kafka coordinates. Its rows keep the columns `topic`, `partition` and
+    `offset`, and every row is a record the source read, at most once. Steps may drop, change or
+    add other columns and may drop rows: a dropped record still counts as handled, because the
+    batch's coverage (`first_offset`..`last_offset`), not its rows, moves the partition's marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.errors import WaxlakeError
+
+COORDINATES = ("topic", "partition", "offset")
+
+
+class StepRuleError(WaxlakeError):
+    """A step broke the rule above: the batch can no longer be landed exactly once."""
+
+
+@dataclass(frozen=True)
+class KafkaBatch:
+    """One poll of one Kafka partition, or what steps made of it.
+
+    `rows`: the rows for the table. `raw`: the records as read (`topic`, `partition`, `offset`,
+    `timestamp`, `key`, `value`, `headers`), kept for dead letters. `dead`: records that cannot be
+    rows, with the reason (dead-letter schema). `first_offset`..`last_offset`: the offsets of the
+    partition this batch covers (records, transaction markers, compacted-away offsets).
+    `table`: where the rows land (None: the topic's own table).
+    """
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    rows: pa.Table
+    raw: pa.Table
+    dead: pa.Table | None = None
+    table: str | None = None
+
+    @property
+    def destination(self) -> str:
+        return self.table or self.topic
+
+    def with_rows(self, rows: pa.Table, **changes: object) -> KafkaBatch:
+        return replace(self, rows=rows, **changes)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        return f"topic {self.topic} partition {self.partition} offsets {self.first_offset}-{self.last_offset}"
+
+
+def destination(batch: KafkaBatch) -> str:
+    """The table a batch lands in: the key for `op.key_on` before `op.output`."""
+    return batch.destination
+
+
+def check_rule(batch: KafkaBatch, step: str) -> None:
+    """Raise StepRuleError naming `step` if the batch's rows broke the rule (module doc)."""
+    rows = batch.rows
+    if rows is batch.raw:
+        return  # untouched
+    where = f"step {step} on {batch.describe()}"
+    missing = [c for c in COORDINATES if c not in rows.column_names]
+    if missing:
+        raise StepRuleError(
+            f"{where}: the rows lost their {', '.join(missing)} column(s); a step must keep "
+            "topic, partition and offset (README, 'Write your own flow')"
+        )
+    if rows.num_rows == 0:
+        return
+    if (
+        not pc.all(pc.equal(rows["partition"], batch.partition)).as_py()
+        or not pc.all(pc.equal(rows["topic"], batch.topic)).as_py()
+    ):
+        raise StepRuleError(f"{where}: rows of another topic or partition appeared in the batch")
+    offsets = rows["offset"]
+    invented = pc.invert(pc.is_in(offsets, value_set=batch.raw["offset"].combine_chunks()))
+    if pc.any(invented).as_py():
+        first = pc.min(pc.filter(offsets, invented)).as_py()
+        raise StepRuleError(
+            f"{where}: offset {first} is not a record the source read; a step may drop rows, "
+            "not invent them"
+        )
+    if pc.count_distinct(offsets).as_py() != rows.num_rows:
+        raise StepRuleError(f"{where}: an offset appears twice; a row may not be duplicated")

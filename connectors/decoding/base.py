@@ -1,0 +1,65 @@
+"""What every decoder shares: the protocol, the Kafka metadata columns, and conforming arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.delta.dead_letters import Split
+from connectors.kafka.records import SCHEMA
+
+METADATA_COLUMNS = ["topic", "partition", "offset", "timestamp", "key", "headers"]
+TOMBSTONE_COLUMN = "is_tombstone"
+RESERVED = {*SCHEMA.names, TOMBSTONE_COLUMN}
+
+
+class Decoder(Protocol):
+    """Turns a raw batch (record schema) into table rows and dead letters."""
+
+    evolves_schema: bool
+
+    def split(self, raw: pa.Table) -> Split: ...
+
+
+DecoderFactory = Callable[[str], Decoder]
+"""Builds the decoder of one table (by table name); each table's decoder lives on one worker."""
+
+
+def by_field(
+    chunks: list[pa.StructArray], fields: pa.Schema, length: int
+) -> dict[str, pa.ChunkedArray]:
+    """Each field's values across decoded chunks; chunks decoded before a field appeared get nulls."""
+    out = {}
+    for field in fields:
+        pieces = []
+        for chunk in chunks:
+            names = [f.name for f in chunk.type]
+            if field.name in names:
+                pieces.append(conform(chunk.field(names.index(field.name)), field.type))
+            else:
+                pieces.append(pa.nulls(len(chunk), field.type))
+        out[field.name] = (
+            pa.chunked_array(pieces, field.type)
+            if pieces
+            else pa.chunked_array([pa.nulls(length, field.type)], field.type)
+        )
+    return out
+
+
+def conform(array: pa.Array, target: pa.DataType) -> pa.Array:
+    """`array` as `target`, where `target` may have struct fields `array` lacks (then null)."""
+    if array.type == target:
+        return array
+    if pa.types.is_struct(target) and pa.types.is_struct(array.type):
+        names = [f.name for f in array.type]
+        children = [
+            conform(array.field(names.index(f.name)), f.type)
+            if f.name in names
+            else pa.nulls(len(array), f.type)
+            for f in target
+        ]
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=pc.is_null(array))
+    return array.cast(target)

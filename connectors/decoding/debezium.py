@@ -1,0 +1,97 @@
+"""Debezium change events (JSON, with or without the `schema`/`payload` wrapper) -> changes.
+
+`op` `c` (create), `r` (snapshot read) and `u` (update) upsert the row in `after`; `d` deletes
+the row in `before`. Debezium's tombstone (a null value after a delete, for log compaction) is
+ignored: the delete already happened. The source block gives `cdc_source_ts` (source.ts_ms) and,
+where the connector has them, `cdc_lsn` (PostgreSQL, SQL Server), `cdc_scn` (Oracle) and
+`cdc_position` (MySQL binlog `file:pos`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN
+
+Reject = Callable[[pa.Table, pa.Array, str, str], pa.Table]
+"""Dead-letters the rows of a table where a mask holds; returns the others."""
+OPS = {"c": False, "r": False, "u": False, "d": True}
+
+
+def unwrap(raw: pa.Table) -> pa.Table:
+    """Values with the JSON converter's `schema`/`payload` wrapper become their payload."""
+    if raw.num_rows == 0:
+        return raw
+    text = pl.Series("v", raw["value"].cast(pa.string(), safe=False))
+    payload = pl.select(text.str.json_path_match("$.payload")).to_series()
+    values = pc.if_else(
+        pc.is_null(payload.to_arrow()), raw["value"], payload.to_arrow().cast(pa.binary())
+    )
+    return raw.set_column(raw.schema.get_field_index("value"), "value", values)
+
+
+def _field(rows: pa.Table, name: str) -> pa.Array | None:
+    return rows[name].combine_chunks() if name in rows.column_names else None
+
+
+def changes(rows: pa.Table, reject: Reject) -> pa.Table:
+    """Decoded envelopes (columns before, after, op, source, ...) -> row changes."""
+    tombstones = rows[TOMBSTONE_COLUMN].combine_chunks()
+    rows = rows.filter(pc.invert(tombstones))  # Debezium's own tombstones: nothing to apply
+    op = _field(rows, "op")
+    if op is None:
+        everything = pa.repeat(pa.scalar(True), rows.num_rows)
+        rows = reject(rows, everything, "NotDebezium", "no op field: not a Debezium change event")
+        empty = {n: rows[n] for n in METADATA_COLUMNS}
+        return pa.table({**empty, "__deleted": pa.array([], pa.bool_())})
+    unknown = pc.invert(pc.fill_null(pc.is_in(op, pa.array(list(OPS))), False))
+    rows = reject(rows, unknown, "NotDebezium", "op is not one of c, r, u, d")
+    op = rows["op"].combine_chunks()
+    deleted = pc.equal(op, "d")
+    image = _image(rows, deleted)
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {n: rows[n] for n in METADATA_COLUMNS}
+    columns["__deleted"] = deleted
+    columns.update(_source(rows))
+    if image is not None:
+        for index, field in enumerate(image.type):
+            if field.name not in columns:
+                columns[field.name] = image.field(index)
+    return pa.table(columns)
+
+
+def _image(rows: pa.Table, deleted: pa.Array) -> pa.StructArray | None:
+    """`before` for deletes, `after` for the rest, as one struct column."""
+    after, before = _field(rows, "after"), _field(rows, "before")
+    if after is None and before is None:
+        return None
+    if after is None or before is None:
+        return after if after is not None else before
+    if after.type != before.type:  # one side seen only as null so far: take the other's type
+        typed = after if len(after.type) else before
+        after, before = after.cast(typed.type), before.cast(typed.type)
+    return pc.if_else(deleted, before, after)
+
+
+def _source(rows: pa.Table) -> dict[str, pa.Array]:
+    source = _field(rows, "source")
+    out: dict[str, pa.Array] = {}
+    if source is None or not pa.types.is_struct(source.type):
+        return out
+    names = [f.name for f in source.type]
+    if "ts_ms" in names:
+        ms = source.field("ts_ms").cast(pa.int64())
+        out["cdc_source_ts"] = ms.cast(pa.timestamp("ms", tz="UTC")).cast(
+            pa.timestamp("us", tz="UTC")
+        )
+    for name, column in (("lsn", "cdc_lsn"), ("scn", "cdc_scn")):
+        if name in names:
+            out[column] = source.field(name).cast(pa.string())
+    if "file" in names and "pos" in names:
+        out["cdc_position"] = pc.binary_join_element_wise(
+            source.field("file").cast(pa.string()), source.field("pos").cast(pa.string()), ":"
+        )
+    return out

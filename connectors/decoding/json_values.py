@@ -1,0 +1,245 @@
+"""Decoding JSON values into typed columns, a batch at a time.
+
+The path is vectorised: every value of a batch is wrapped as `{"v": <value>}` (so each value
+is exactly one line of one JSON document, whatever it contains) and the batch is parsed in one
+call by Arrow's JSON reader against the table's schema. Types are strict: a value that does not
+fit its column (`2.5` for an integer, `5` for a string) fails instead of being cast. Only when a
+batch fails is it bisected, so the cost of finding k bad records among n is O(k log n) parses.
+New fields are inferred and added to the table (additive schema evolution).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from connectors.config import ConfigError, Settings
+from connectors.decoding.base import (
+    METADATA_COLUMNS,
+    RESERVED,
+    TOMBSTONE_COLUMN,
+    DecoderFactory,
+    by_field,
+)
+from connectors.decoding.schemas import (
+    check_columns,
+    decoded_fields,
+    existing_schema,
+    load_schema,
+    same_type,
+)
+from connectors.delta.dead_letters import Split, reject_oversized
+from connectors.kafka.records import SCHEMA
+
+
+class JsonDecoder:
+    """The decoded flow: Kafka metadata columns, `is_tombstone`, then one column per JSON field."""
+
+    evolves_schema = True
+
+    def __init__(self, max_record_bytes: int, fields: pa.Schema | None = None) -> None:
+        self._max = max_record_bytes
+        self.fields = fields if fields is not None else pa.schema([])
+
+    def split(self, raw: pa.Table) -> Split:
+        split = Split(rows=raw)
+        rest = reject_oversized(split, raw, self._max)
+        tombstones = rest.filter(pc.is_null(rest["value"]))
+        values = rest.filter(pc.is_valid(rest["value"]))
+
+        values = self._reject_invalid_utf8(split, values)
+        decoded, bad = self._decode(values["value"])
+        if bad:
+            n = values.num_rows
+            classes = pa.array(
+                [_classify(bad[i]) if i in bad else None for i in range(n)], pa.string()
+            )
+            messages = pa.array([bad.get(i, "") for i in range(n)], pa.string())
+            for error_class in sorted(set(classes.drop_null().to_pylist())):
+                split.reject(
+                    values,
+                    pc.fill_null(pc.equal(classes, error_class), False),
+                    error_class,
+                    messages,
+                )
+            values = values.filter(pc.is_null(classes))
+        split.rows = self._rows(values, decoded, tombstones)
+        return split
+
+    def _reject_invalid_utf8(self, split: Split, values: pa.Table) -> pa.Table:
+        try:
+            values["value"].cast(pa.string())
+            return values
+        except pa.ArrowInvalid:
+            pass  # find which: only for a batch that has one
+        valid = []
+        for value in values["value"].to_pylist():
+            try:
+                value.decode("utf-8")
+                valid.append(True)
+            except UnicodeDecodeError:
+                valid.append(False)
+        bad = pc.invert(pa.array(valid))
+        return split.reject(values, bad, "InvalidJson", "value is not valid UTF-8")
+
+    def _decode(self, values: pa.ChunkedArray) -> tuple[list[pa.StructArray], dict[int, str]]:
+        """Decode in order; returns the decoded chunks and {row index: error} of rejected rows."""
+        chunks: list[pa.StructArray] = []
+        bad: dict[int, str] = {}
+
+        def visit(start: int, stop: int) -> None:
+            if start == stop:
+                return
+            try:
+                chunks.append(self._parse(values.slice(start, stop - start)))
+            except pa.ArrowInvalid as exc:
+                if stop - start == 1:
+                    bad[start] = _message(exc)
+                    return
+                middle = (start + stop) // 2
+                visit(start, middle)
+                visit(middle, stop)
+
+        visit(0, len(values))
+        return chunks, bad
+
+    def _parse(self, values: pa.ChunkedArray) -> pa.StructArray:
+        """Parse values that must all fit the known fields; new fields widen `self.fields`."""
+        column = read_json_objects(values, pa.struct(list(self.fields)), unexpected="infer")
+        column = _normalise(column)
+        for child in column.type:
+            if child.name not in self.fields.names:
+                self.fields = self.fields.append(child)
+            elif self.fields.field(child.name).type != child.type:
+                # Only widening is possible here (new nested fields): earlier chunks are
+                # conformed to it with nulls.
+                index = self.fields.get_field_index(child.name)
+                self.fields = self.fields.set(index, child)
+        return column
+
+    def _rows(
+        self, values: pa.Table, decoded: list[pa.StructArray], tombstones: pa.Table
+    ) -> pa.Table:
+        """Metadata columns + tombstone flag + one column per field (renamed if reserved)."""
+        fields = [pa.field(_column_name(f.name), f.type) for f in self.fields]
+        parts = []
+        for table, struct_chunks, is_tombstone in (
+            (values, decoded, False),
+            (tombstones, [], True),
+        ):
+            columns = {name: table[name] for name in METADATA_COLUMNS}
+            columns[TOMBSTONE_COLUMN] = pa.repeat(pa.scalar(is_tombstone), table.num_rows)
+            by_name = by_field(struct_chunks, self.fields, table.num_rows)
+            for field, source in zip(fields, self.fields, strict=True):
+                columns[field.name] = by_name[source.name]
+            parts.append(pa.table(columns))
+        rows = pa.concat_tables(parts)
+        return rows.sort_by([("partition", "ascending"), ("offset", "ascending")])
+
+
+def read_json_objects(
+    values: pa.ChunkedArray | pa.Array, struct: pa.StructType, unexpected: str
+) -> pa.StructArray:
+    """Parse every value as one JSON object of type `struct`, in one call (ArrowInvalid if any
+    does not fit). Each value is wrapped as `{"v": <value>}`, one line each, so whatever a value
+    holds it is exactly one line of one document. `unexpected`: "infer" or "ignore" fields."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    lines = pc.binary_join_element_wise(b'{"v":', values, b"}\n", b"")
+    offsets = pa.Array.from_buffers(
+        pa.int32(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset
+    )
+    data = (
+        lines.buffers()[2][offsets[0].as_py() : offsets[-1].as_py()]
+        if len(lines)
+        else pa.py_buffer(b"")
+    )
+    options = pj.ParseOptions(
+        explicit_schema=pa.schema([pa.field("v", struct)]),
+        unexpected_field_behavior=unexpected,
+        newlines_in_values=True,
+    )
+    table = pj.read_json(pa.BufferReader(data), parse_options=options)
+    column = table.column("v").combine_chunks() if table.num_rows else pa.array([], struct)
+    if table.num_rows != len(values):
+        raise pa.ArrowInvalid(f"decoded {table.num_rows} rows from {len(values)} values")
+    if column.null_count:
+        raise pa.ArrowInvalid("value is JSON null, not an object")
+    return column
+
+
+def _normalise(column: pa.StructArray) -> pa.StructArray:
+    """Types the table can hold: timestamps in µs UTC; a field only ever null so far is left out
+    at the top level and typed string when nested (its first real value decides nothing)."""
+    arrays, fields = [], []
+    for index, field in enumerate(column.type):
+        child = column.field(index)
+        if pa.types.is_null(field.type):
+            continue
+        target = _normal_type(field.type)
+        arrays.append(child.cast(target) if target != field.type else child)
+        fields.append(pa.field(field.name, target))
+    if not fields:
+        return pa.array([{}] * len(column), pa.struct([]))
+    return pa.StructArray.from_arrays(arrays, fields=fields)
+
+
+def _normal_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_null(t):
+        return pa.string()
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", tz="UTC")
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _normal_type(f.type)) for f in t])
+    if pa.types.is_list(t):
+        return pa.list_(_normal_type(t.value_type))
+    return t
+
+
+def _column_name(field: str) -> str:
+    return f"value_{field}" if field in RESERVED else field
+
+
+def _message(exc: Exception) -> str:
+    text = re.sub(r" in row \d+$", "", str(exc))
+    text = text.replace("Column(/v) changed from object to", "the value is not a JSON object but")
+    return text.replace("Column(/v/", "field (/")
+
+
+def _classify(message: str) -> str:
+    """TypeConflict: valid JSON whose field does not fit the table's type; else InvalidJson."""
+    if "not a JSON object" in message:
+        return "InvalidJson"
+    if "changed from" in message or "Failed to convert" in message or "couldn't parse" in message:
+        return "TypeConflict"
+    return "InvalidJson"
+
+
+def json_values(settings: Settings) -> DecoderFactory:
+    """JSON decoders, one per table. Checks the given schema (WAXLAKE_SCHEMA) and existing tables
+    first; each decoder starts from both."""
+    given = load_schema(settings.schema_spec) if settings.schema_spec else pa.schema([])
+    metadata = pa.schema([SCHEMA.field(name) for name in METADATA_COLUMNS])
+    starts: dict[str, pa.Schema] = {}
+    for topic in settings.topics:
+        uri = settings.table_uri(topic)
+        schema = existing_schema(settings, topic)
+        if schema is None:
+            starts[topic] = given
+            continue
+        check_columns(topic, uri, schema, metadata, "the decoded flow")
+        fields = decoded_fields(schema)
+        for field in given:
+            if field.name in fields.names and not same_type(
+                fields.field(field.name).type, field.type
+            ):
+                raise ConfigError(
+                    f"WAXLAKE_SCHEMA: field {field.name!r} is {field.type} but the existing table "
+                    f"at {uri} has it as {fields.field(field.name).type}; fix the schema or "
+                    "point WAXLAKE_TABLE_ROOT elsewhere"
+                )
+        starts[topic] = pa.schema([*fields, *(f for f in given if f.name not in fields.names)])
+    return lambda name: JsonDecoder(settings.max_record_bytes, starts.get(name, given))

@@ -1,0 +1,126 @@
+"""The Confluent wire format, read for a whole column of values at once.
+
+- magic byte 0, then a 4-byte big-endian schema id, then the payload;
+- magic byte 1, then a 16-byte schema GUID, then the payload;
+- no prefix, and the GUID (magic 1 + 16 bytes) in the `__value_schema_id` (or
+  `__key_schema_id`) header instead, as confluent-kafka's header serializer writes it.
+
+Protobuf payloads start with message indexes; `connectors.decoding.registry.protobuf` reads those.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+ID_PREFIX = 5
+GUID_PREFIX = 17
+
+
+@dataclass(frozen=True)
+class Group:
+    """The rows whose framing names one schema (`kind` "id" or "guid"), with one prefix length."""
+
+    kind: str
+    ref: int | str
+    rows: np.ndarray
+    prefix: int
+
+
+@dataclass(frozen=True)
+class Framing:
+    """The values grouped by the schema they name; `problems` says why a row's framing is bad."""
+
+    groups: list[Group]
+    problems: dict[int, str]
+
+
+def _buffers(values: pa.BinaryArray) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[
+        values.offset : values.offset + len(values) + 1
+    ]
+    data_buffer = values.buffers()[2]
+    data = (
+        np.frombuffer(data_buffer, dtype=np.uint8)
+        if data_buffer is not None
+        else np.zeros(0, np.uint8)
+    )
+    return offsets, data
+
+
+def read_framing(values: pa.Array, headers: pa.Array, header_key: str) -> Framing:
+    """Group the (non-null) `values` by the schema their framing names."""
+    values = values.cast(pa.binary())
+    offsets, data = _buffers(values)
+    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets)
+    pad = np.concatenate([data, np.zeros(GUID_PREFIX, np.uint8)])  # reads past short values
+    magic = np.where(lengths > 0, pad[starts], 255)
+    ids = (
+        (pad[starts + 1].astype(np.int64) << 24)
+        | (pad[starts + 2].astype(np.int64) << 16)
+        | (pad[starts + 3].astype(np.int64) << 8)
+        | pad[starts + 4].astype(np.int64)
+    )
+    in_header = _header_guids(headers, header_key)
+    header_rows = np.zeros(len(values), bool)
+    header_rows[list(in_header)] = True
+    by_id = (magic == 0) & (lengths >= ID_PREFIX) & ~header_rows
+    by_guid = (magic == 1) & (lengths >= GUID_PREFIX) & ~header_rows
+    groups = [
+        Group("id", int(schema_id), np.nonzero(by_id & (ids == schema_id))[0], ID_PREFIX)
+        for schema_id in np.unique(ids[by_id])
+    ]
+    by_guid_rows: dict[tuple[str, int], list[int]] = {}
+    for found in np.nonzero(by_guid)[0]:
+        row = int(found)
+        start = int(starts[row])
+        guid = str(uuid.UUID(bytes=data[start + 1 : start + GUID_PREFIX].tobytes()))
+        by_guid_rows.setdefault((guid, GUID_PREFIX), []).append(row)
+    for row, guid in in_header.items():
+        by_guid_rows.setdefault((guid, 0), []).append(row)
+    groups += [Group("guid", g, np.array(rows), n) for (g, n), rows in by_guid_rows.items()]
+    problems = {
+        int(row): _problem(int(magic[row]), int(lengths[row]))
+        for row in np.nonzero(~(by_id | by_guid | header_rows))[0]
+    }
+    return Framing(groups, problems)
+
+
+def _problem(magic: int, length: int) -> str:
+    if length == 0:
+        return "empty value: no Confluent wire-format prefix"
+    if magic in (0, 1):
+        return f"value of {length} bytes is too short for its magic byte {magic}"
+    return (
+        f"unknown magic byte {magic}: not the Confluent wire format (magic 0 + 4-byte schema "
+        "id, or magic 1 + 16-byte schema GUID)"
+    )
+
+
+def _header_guids(headers: pa.Array, header_key: str) -> dict[int, str]:
+    """Rows whose schema GUID travels in a header (rare: checked columnar first)."""
+    keys = pc.list_flatten(headers).field("key") if len(headers) else pa.array([], pa.string())
+    if not len(keys) or not pc.any(pc.equal(keys, header_key)).as_py():
+        return {}
+    found: dict[int, str] = {}
+    for i, row in enumerate(headers.to_pylist()):
+        for header in row or []:
+            value = header["value"]
+            if (
+                header["key"] == header_key
+                and value
+                and value[0] == 1
+                and len(value) >= GUID_PREFIX
+            ):
+                found[i] = str(uuid.UUID(bytes=value[1:GUID_PREFIX]))
+    return found
+
+
+def payloads(values: pa.Array, rows: np.ndarray, prefix: int) -> pa.BinaryArray:
+    """The payloads of `rows` (all with the same prefix length), one binary array."""
+    chosen = values.take(pa.array(rows)).cast(pa.binary())
+    return pc.binary_slice(chosen, prefix, 2**31 - 1)  # no stop: pyarrow 26 mis-sizes it

@@ -1,0 +1,108 @@
+"""JSON Schema payloads of one writer schema: the schema gives the Arrow type, and Arrow's JSON
+reader parses the whole batch against it (strict types, as the JSON flow does).
+
+Only the types are checked; other constraints (patterns, ranges) were the producer's to check.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from connectors.decoding.json_values import read_json_objects
+from connectors.decoding.registry.avro import UnsupportedSchema
+from connectors.decoding.registry.schemas import RegisteredSchema
+
+_SCALARS = {
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+    "string": pa.string(),
+}
+_FORMATS = {"date-time": pa.timestamp("us", tz="UTC"), "date": pa.date32()}
+
+
+class JsonSchemaDecoder:
+    """Decodes the payloads of one JSON Schema into struct arrays."""
+
+    def __init__(self, schema: RegisteredSchema) -> None:
+        self._root = json.loads(schema.text)
+        self._references = {name: json.loads(ref.text) for name, ref in _flatten(schema).items()}
+        target = self._type(self._root, "the value")
+        if not pa.types.is_struct(target):
+            target = pa.struct([pa.field("value", target)])
+            self._wrapped = True
+        else:
+            self._wrapped = False
+        self.arrow_type: pa.StructType = target
+
+    def decode(self, payloads: pa.BinaryArray) -> pa.StructArray:
+        """Raises ValueError if a payload does not fit (the caller bisects)."""
+        values = payloads
+        if self._wrapped:
+            values = pa.array([b'{"value":' + p + b"}" for p in payloads.to_pylist()], pa.binary())
+        try:
+            return read_json_objects(values, self.arrow_type, unexpected="ignore")
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"value does not fit its JSON Schema: {exc}") from None
+
+    def _resolve(self, ref: str) -> Any:
+        if ref.startswith("#/"):
+            node: Any = self._root
+            for part in ref[2:].split("/"):
+                node = node[part]
+            return node
+        if ref in self._references:
+            return self._references[ref]
+        raise UnsupportedSchema(f"JSON Schema reference {ref!r} is not resolvable")
+
+    def _type(self, schema: Any, where: str) -> pa.DataType:
+        if schema is True or schema == {}:
+            raise UnsupportedSchema(f"{where} may be any JSON value; give it a type")
+        if "$ref" in schema:
+            return self._type(self._resolve(schema["$ref"]), where)
+        for combinator in ("oneOf", "anyOf"):
+            if combinator in schema:
+                branches = [b for b in schema[combinator] if b.get("type") != "null"]
+                if len(branches) != 1:
+                    raise UnsupportedSchema(
+                        f"{where} is one of several types ({combinator}), which one Delta column "
+                        "cannot hold"
+                    )
+                return self._type(branches[0], where)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            kinds = [k for k in kind if k != "null"]
+            if len(kinds) != 1:
+                raise UnsupportedSchema(
+                    f"{where} has several types ({', '.join(kinds)}), which one Delta column "
+                    "cannot hold"
+                )
+            kind = kinds[0]
+        if kind is None and "enum" in schema:
+            kind = "string"
+        if kind == "object":
+            properties = schema.get("properties", {})
+            extra = schema.get("additionalProperties")
+            if not properties and isinstance(extra, dict):
+                return pa.map_(pa.string(), self._type(extra, f"{where}{{}}"))
+            return pa.struct(
+                [pa.field(n, self._type(s, f"{where}.{n}")) for n, s in properties.items()]
+            )
+        if kind == "array":
+            return pa.list_(self._type(schema.get("items", {}), f"{where}[]"))
+        if kind == "string" and schema.get("format") in _FORMATS:
+            return _FORMATS[schema["format"]]
+        if kind in _SCALARS:
+            return _SCALARS[kind]
+        raise UnsupportedSchema(f"{where} has JSON Schema type {kind!r}, which waxlake cannot map")
+
+
+def _flatten(schema: RegisteredSchema) -> dict[str, RegisteredSchema]:
+    found = {}
+    for name, reference in schema.references.items():
+        found.update(_flatten(reference))
+        found[name] = reference
+    return found

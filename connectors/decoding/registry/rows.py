@@ -1,0 +1,117 @@
+"""Raw batches -> rows of the registry flow's table (the `Decoder` the sink calls per flush).
+
+Columns: the Kafka metadata columns, `is_tombstone`, `schema_id`, then one column per field of
+the value (a value whose schema is not a record: one column `value`, named `value_value`); with
+`WAXLAKE_REGISTRY_KEYS`, decoded keys add `key_<field>` columns (`key_value` for a key that is not
+a record) and `key` keeps the raw bytes.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.config import ConfigError, Settings
+from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, DecoderFactory
+from connectors.decoding.registry.decoder import (
+    KEY_HEADER,
+    KEY_PREFIX,
+    RESERVED,
+    SCHEMA_ID_COLUMN,
+    VALUE_HEADER,
+    ColumnDecoder,
+)
+from connectors.decoding.registry.schemas import SchemaSource
+from connectors.decoding.schemas import check_columns, decoded_fields, existing_schema
+from connectors.delta.dead_letters import Split, reject_oversized
+from connectors.kafka.records import SCHEMA
+
+
+def value_column(field: str) -> str:
+    return f"value_{field}" if field in RESERVED or field.startswith(KEY_PREFIX) else field
+
+
+class RegistryDecoder:
+    """One per table: its value (and key) fields evolve additively, batch by batch."""
+
+    evolves_schema = True
+
+    def __init__(
+        self,
+        source: SchemaSource,
+        max_record_bytes: int,
+        value_fields: pa.Schema,
+        key_fields: pa.Schema | None,
+    ) -> None:
+        self._max = max_record_bytes
+        self._values = ColumnDecoder(source, "value", VALUE_HEADER, value_fields)
+        self._keys = (
+            None if key_fields is None else ColumnDecoder(source, "key", KEY_HEADER, key_fields)
+        )
+
+    @property
+    def fields(self) -> pa.Schema:
+        return self._values.fields
+
+    def split(self, raw: pa.Table) -> Split:
+        split = Split(rows=raw)
+        rest = reject_oversized(split, raw, self._max)
+        rows, values, ids = self._values.decode(rest, split)
+        rows = rows.append_column("__values", values).append_column("__ids", ids)
+        columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+        if self._keys is not None:
+            rows, keys, _ = self._keys.decode(rows, split)
+            for field in self._keys.fields:
+                columns[f"{KEY_PREFIX}{field.name}"] = keys.field(field.name)
+        values = rows["__values"].combine_chunks()
+        table = pa.table(
+            {
+                **{name: rows[name] for name in METADATA_COLUMNS},
+                TOMBSTONE_COLUMN: pc.is_null(rows["value"]),
+                SCHEMA_ID_COLUMN: rows["__ids"],
+                **columns,
+                **{value_column(f.name): values.field(f.name) for f in self._values.fields},
+            }
+        )
+        return Split(
+            rows=table.sort_by([("partition", "ascending"), ("offset", "ascending")]),
+            dead=split.dead,
+        )
+
+
+def _split_fields(schema: pa.Schema) -> tuple[pa.Schema, pa.Schema]:
+    """An existing table's value fields and key fields (columns `key_<field>`)."""
+    fields = decoded_fields(pa.schema([f for f in schema if f.name != SCHEMA_ID_COLUMN]))
+    keys = [f for f in fields if f.name.startswith(KEY_PREFIX)]
+    values = [f for f in fields if not f.name.startswith(KEY_PREFIX)]
+    return (
+        pa.schema(values),
+        pa.schema([pa.field(f.name.removeprefix(KEY_PREFIX), f.type) for f in keys]),
+    )
+
+
+def registry_values(settings: Settings) -> DecoderFactory:
+    """Check the registry answers and existing tables fit; decoders start from the tables."""
+    if not settings.schema_registry_url:
+        raise ConfigError(
+            "WAXLAKE_SCHEMA_REGISTRY_URL is not set: flows.registry_to_delta needs the schema "
+            "registry's URL (e.g. http://registry:8081)"
+        )
+    source = SchemaSource(settings.schema_registry_url, settings.schema_registry_config)
+    source.check_reachable()
+    metadata = pa.schema([SCHEMA.field(name) for name in METADATA_COLUMNS])
+    starts: dict[str, tuple[pa.Schema, pa.Schema]] = {}
+    for topic in settings.topics:
+        schema = existing_schema(settings, topic)
+        if schema is not None:
+            uri = settings.table_uri(topic)
+            check_columns(topic, uri, schema, metadata, "the registry flow")
+            starts[topic] = _split_fields(schema)
+
+    def make(topic: str) -> RegistryDecoder:
+        values, keys = starts.get(topic, (pa.schema([]), pa.schema([])))
+        return RegistryDecoder(
+            source, settings.max_record_bytes, values, keys if settings.registry_keys else None
+        )
+
+    return make

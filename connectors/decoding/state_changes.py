@@ -1,0 +1,176 @@
+"""Decoded records -> changes to a current-state table: a key, the fields, upsert or delete.
+
+The key is the Kafka record key (column `key`), or the decoded fields `WAXLAKE_KEY_FIELDS`
+names. A tombstone (null value) deletes its key. With `WAXLAKE_CDC_FORMAT=debezium` values are
+Debezium envelopes: `c`/`r`/`u` upsert `after`, `d` deletes (its key from `before`), and
+Debezium's own tombstone after a delete is ignored (its offset still counts as handled).
+
+Order (README, "Ordering"): changes to a key in one partition apply in offset order; between
+partitions (a key that moved after the topic was repartitioned) the later Kafka timestamp wins,
+and on equal timestamps the higher partition. `latest_per_key` and the MERGE use the same rule.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.config import ConfigError, Guarantee, Settings
+from connectors.decoding import debezium
+from connectors.decoding.base import TOMBSTONE_COLUMN, Decoder, DecoderFactory
+from connectors.decoding.json_values import JsonDecoder
+from connectors.decoding.schemas import decoded_fields, existing_schema, load_schema
+from connectors.delta.dead_letters import Split, dead_letters
+
+DELETED = "__deleted"
+BUCKET = "key_bucket"
+STATE_COLUMNS = ["topic", "partition", "offset", "timestamp"]
+"""Kafka coordinates of the change a row holds (the last one applied to its key)."""
+
+
+def key_buckets(keys: pa.Table, buckets: int) -> pa.Array:
+    """Each key's bucket (the state table's partition column): CRC-32 of its canonical bytes.
+
+    CRC-32 is fixed forever (zlib), so a key always maps to the bucket it was stored in."""
+    columns = [keys.column(i).to_pylist() for i in range(keys.num_columns)]
+    out = []
+    for parts in zip(*columns, strict=True):
+        text = b"\x1f".join(p if isinstance(p, bytes) else repr(p).encode() for p in parts)
+        out.append(zlib.crc32(text) % buckets)
+    return pa.array(out, pa.int32())
+
+
+def reject_decoded(
+    split: Split, raw: pa.Table, rows: pa.Table, mask: pa.Array, error_class: str, message: str
+) -> pa.Table:
+    """Dead-letter decoded `rows` where `mask` (as their raw records: decoding dropped the
+    value); return the others."""
+    mask = pc.fill_null(mask, True)
+    if not pc.any(mask).as_py():
+        return rows
+    bad = rows.filter(mask).select(["partition", "offset"])
+    records = raw.join(bad, keys=["partition", "offset"], join_type="inner")
+    split.dead.append(dead_letters(records.select(raw.column_names), error_class, message))
+    return rows.filter(pc.invert(mask))
+
+
+class ChangeDecoder:
+    """Wraps the flow's value decoder (JSON or registry) and turns its rows into changes."""
+
+    evolves_schema = True
+
+    def __init__(self, values: Decoder, key_fields: Sequence[str], cdc: str, buckets: int) -> None:
+        self._values = values
+        self.key_columns = list(key_fields) or ["key"]
+        self._by_fields = bool(key_fields)
+        self._cdc = cdc
+        self._buckets = buckets
+
+    def split(self, raw: pa.Table) -> Split:
+        values = debezium.unwrap(raw) if self._cdc == "debezium" else raw
+        split = self._values.split(values)
+        rows = split.rows
+        if self._cdc == "debezium":
+            rows = debezium.changes(
+                rows, lambda table, mask, c, t: reject_decoded(split, raw, table, mask, c, t)
+            )
+        else:
+            rows = rows.append_column(DELETED, rows[TOMBSTONE_COLUMN])
+            rows = rows.drop_columns([TOMBSTONE_COLUMN])
+        rows = self._keyed(rows, split, raw)
+        drop = ["headers", *(["key"] if self._by_fields else [])]
+        rows = rows.drop_columns([c for c in drop if c in rows.column_names])
+        buckets = key_buckets(rows.select(self.key_columns), self._buckets)
+        split.rows = rows.append_column(BUCKET, buckets)
+        return split
+
+    def _keyed(self, rows: pa.Table, split: Split, raw: pa.Table) -> pa.Table:
+        """Changes without a whole key go to the dead letters: no row can be told apart."""
+        for column in self.key_columns:
+            if column not in rows.column_names:
+                rows = rows.append_column(column, pa.nulls(rows.num_rows))
+        no_key = pc.is_null(rows[self.key_columns[0]])
+        for column in self.key_columns[1:]:
+            no_key = pc.or_(no_key, pc.is_null(rows[column]))
+        what = (
+            f"key field(s) {', '.join(self.key_columns)} (WAXLAKE_KEY_FIELDS)"
+            if self._by_fields
+            else "Kafka key"
+        )
+        return reject_decoded(
+            split,
+            raw,
+            rows,
+            no_key,
+            "MissingKey",
+            f"the change has no {what}, so it names no row of the state table",
+        )
+
+
+def latest_per_key(changes: pa.Table, key_columns: Sequence[str]) -> pa.Table:
+    """The one change per key a flush applies: per partition the highest offset, then between
+    partitions the latest timestamp (then the higher partition)."""
+    frame = pl.from_arrow(changes)
+    assert isinstance(frame, pl.DataFrame)
+    keys = list(key_columns)
+    last_in_partition = frame.sort("offset").unique([*keys, "partition"], keep="last")
+    ranked = last_in_partition.sort(
+        [pl.col("timestamp").fill_null(pl.datetime(1970, 1, 1, time_zone="UTC")), "partition"]
+    )
+    return ranked.unique(keys, keep="last").sort("partition", "offset").to_arrow()
+
+
+CDC_COLUMNS = {"cdc_source_ts", "cdc_lsn", "cdc_scn", "cdc_position"}
+
+
+def key_columns(settings: Settings) -> list[str]:
+    return settings.key_fields or ["key"]
+
+
+def _value_fields(settings: Settings, topic: str) -> pa.Schema | None:
+    """The decoded fields of an existing state table (None: no table yet)."""
+    schema = existing_schema(settings, topic)
+    if schema is None:
+        return None
+    uri = settings.table_uri(topic)
+    missing = [c for c in (*STATE_COLUMNS, BUCKET, *key_columns(settings)) if c not in schema.names]
+    if missing:
+        raise ConfigError(
+            f"WAXLAKE_TABLE_ROOT: the table of topic {topic} at {uri} is not a current-state "
+            f"table with keys {', '.join(key_columns(settings))} (no column "
+            f"{', '.join(missing)}); point WAXLAKE_TABLE_ROOT elsewhere (an append table and a "
+            "current-state table of one topic need separate roots)"
+        )
+    skip = {*STATE_COLUMNS, BUCKET, "key", *CDC_COLUMNS}
+    return decoded_fields(pa.schema([f for f in schema if f.name not in skip]))
+
+
+def changes(settings: Settings) -> DecoderFactory:
+    """Change decoders for current-state tables: the values decoded (JSON or registry), then
+    keyed; checks the guarantee and existing state tables first."""
+    if settings.guarantee is not Guarantee.EXACTLY_ONCE:
+        raise ConfigError(
+            f"WAXLAKE_GUARANTEE={settings.guarantee.value}: a current-state table is kept with "
+            "exactly-once MERGEs only; leave WAXLAKE_GUARANTEE unset (exactly-once)"
+        )
+    starts = {topic: _value_fields(settings, topic) for topic in settings.topics}
+    if settings.value_format == "registry":
+        from connectors.decoding.registry.rows import registry_values
+
+        make_values = registry_values(settings)
+    else:
+        given = load_schema(settings.schema_spec) if settings.schema_spec else None
+
+        def make_values(topic: str) -> JsonDecoder:
+            return JsonDecoder(settings.max_record_bytes, starts.get(topic) or given)
+
+    def make(topic: str) -> ChangeDecoder:
+        return ChangeDecoder(
+            make_values(topic), settings.key_fields, settings.cdc_format, settings.key_buckets
+        )
+
+    return make

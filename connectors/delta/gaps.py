@@ -1,0 +1,180 @@
+"""The record of offsets Kafka lost before they landed: `<root>/_data_loss/<topic>`.
+
+It also keeps each partition's origin: where the job first started reading a partition that had
+no position (a new table), committed before the first record is read, so that a crash before
+anything landed still leaves a position whose loss can be told.
+
+Integrity rule: every lost offset is in exactly one recorded gap, however often the loss is seen
+again (a replay after a crash sees the same gap, often wider: retention kept deleting). Before
+writing, the gaps already recorded for the partition are subtracted from the new one; the commit
+carries a `txn` action for the partition and is made against the snapshot those gaps were read
+from, so two instances recording at once conflict and the loser re-reads and finds nothing new.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
+
+from connectors.delta import markers as offsets
+
+log = logging.getLogger(__name__)
+
+DATA_LOSS_DIR = "_data_loss"
+_ATTEMPTS = 20
+
+GAP_SCHEMA = pa.schema(
+    [
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("partition", pa.int32(), nullable=False),
+        pa.field("first_offset", pa.int64(), nullable=False),
+        pa.field("last_offset", pa.int64(), nullable=False),
+        pa.field("records", pa.int64(), nullable=False),
+        pa.field("detected_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("guarantee", pa.string(), nullable=False),
+    ]
+)
+
+
+def gap_uri(table_root: str, topic: str) -> str:
+    return f"{table_root}/{DATA_LOSS_DIR}/{topic}"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Offsets `first`..`last` (inclusive) of one partition that will never land."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+    reason: str
+
+    @property
+    def records(self) -> int:
+        return self.last - self.first + 1
+
+
+def subtract(first: int, last: int, recorded: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of `first..last` that no interval in `recorded` covers."""
+    parts: list[tuple[int, int]] = []
+    start = first
+    for low, high in sorted(recorded):
+        if high < start or low > last:
+            continue
+        if low > start:
+            parts.append((start, low - 1))
+        start = max(start, high + 1)
+    if start <= last:
+        parts.append((start, last))
+    return parts
+
+
+class GapLog:
+    """Records gaps of one topic exactly once (see the module doc)."""
+
+    def __init__(self, table_root: str, topic: str, storage_options: Mapping[str, str]) -> None:
+        self.uri = gap_uri(table_root, topic)
+        self._topic = topic
+        self._storage = dict(storage_options) or None
+
+    def record(self, gap: Gap, guarantee: str) -> int:
+        """Record the offsets of `gap` not recorded yet; return how many that was."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            table = self._table()
+            recorded = recorded_ranges(table, gap.partition)
+            parts = subtract(gap.first, gap.last, recorded)
+            if not parts:
+                return 0
+            now = datetime.now(UTC)
+            rows = pa.Table.from_pylist(
+                [
+                    {
+                        "topic": gap.topic,
+                        "partition": gap.partition,
+                        "first_offset": first,
+                        "last_offset": last,
+                        "records": last - first + 1,
+                        "detected_at": now,
+                        "reason": gap.reason,
+                        "guarantee": guarantee,
+                    }
+                    for first, last in parts
+                ],
+                schema=GAP_SCHEMA,
+            )
+            highest = max([gap.last, *(high for _, high in recorded)])
+            txn = Transaction(app_id=offsets.app_id(self._topic, gap.partition), version=highest)
+            try:
+                write_deltalake(
+                    table,
+                    rows,
+                    mode="append",
+                    commit_properties=CommitProperties(app_transactions=[txn]),
+                )
+            except CommitFailedError:
+                if attempt == _ATTEMPTS:
+                    raise
+                time.sleep(0.05 * attempt)
+                continue
+            return sum(last - first + 1 for first, last in parts)
+        raise AssertionError("unreachable")
+
+    def origin(self, partition: int, resolve: Callable[[], int]) -> int:
+        """The partition's recorded origin; the first time, `resolve()` it and record it."""
+        app = f"{offsets.app_id(self._topic, partition)}:origin"
+        for attempt in range(1, _ATTEMPTS + 1):
+            table = self._table()
+            known = table.transaction_version(app)
+            if known is not None:
+                return known
+            offset = resolve()
+            try:
+                write_deltalake(
+                    table,
+                    GAP_SCHEMA.empty_table(),
+                    mode="append",
+                    commit_properties=CommitProperties(
+                        app_transactions=[Transaction(app_id=app, version=offset)]
+                    ),
+                )
+            except CommitFailedError:  # another instance recorded one first: use it
+                if attempt == _ATTEMPTS:
+                    raise
+                continue
+            return offset
+        raise AssertionError("unreachable")
+
+    def _table(self) -> DeltaTable:
+        table = offsets.open_table(self.uri, self._storage or {})
+        if table is None:
+            DeltaTable.create(self.uri, GAP_SCHEMA, mode="ignore", storage_options=self._storage)
+            table = offsets.open_table(self.uri, self._storage or {})
+            assert table is not None
+        return table
+
+
+def recorded_ranges(table: DeltaTable, partition: int) -> list[tuple[int, int]]:
+    rows = table.to_pyarrow_dataset().to_table(
+        columns=["first_offset", "last_offset"], filter=pc.field("partition") == partition
+    )
+    return list(zip(rows["first_offset"].to_pylist(), rows["last_offset"].to_pylist(), strict=True))
+
+
+def read_gaps(table_root: str, topic: str, storage_options: Mapping[str, str]) -> pa.Table:
+    """Every gap recorded for `topic` (empty if none), by partition and offset."""
+    table = offsets.open_table(gap_uri(table_root, topic), storage_options)
+    if table is None:
+        return GAP_SCHEMA.empty_table()
+    return table.to_pyarrow_table().sort_by(
+        [("partition", "ascending"), ("first_offset", "ascending")]
+    )

@@ -1,0 +1,119 @@
+"""Where each Kafka partition's progress is recorded in a table: Delta `txn` markers.
+
+The table's `txn` marker (app id per topic and partition, version = last offset handled) is
+committed atomically with the rows, so it is the truth for exactly-once. Integrity rule: a marker
+only ever grows, and it covers every offset up to it (landed in the table, in its dead letters, or
+recorded as lost). Beside it two more `txn`s keep the offset and Kafka timestamp of the last
+record read (the marker itself may be a transaction marker), so that a restart can tell that
+the record Kafka now has at that offset is the one that was read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction
+
+log = logging.getLogger(__name__)
+
+APP_ID_PREFIX = "waxlake"
+
+
+def app_id(topic: str, partition: int) -> str:
+    """The Delta `txn` app id that carries the last offset written for one Kafka partition."""
+    return f"{APP_ID_PREFIX}:{topic}:{partition}"
+
+
+def fingerprint_app_id(topic: str, partition: int) -> str:
+    """The `txn` app id whose version is the Kafka timestamp (ms) of the last record read."""
+    return f"{app_id(topic, partition)}:timestamp"
+
+
+def probe_app_id(topic: str, partition: int) -> str:
+    """The `txn` app id whose version is the offset of the last record read."""
+    return f"{app_id(topic, partition)}:probe"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """How far a flush covers one partition: its last offset, and the offset and timestamp of
+    its last record (-1: none, or no timestamp)."""
+
+    last_offset: int
+    timestamp_ms: int = -1
+    probe_offset: int = -1
+
+    def merge(self, other: Mark) -> Mark:
+        """The further of two marks (a record's probe goes with its mark)."""
+        if other.last_offset < self.last_offset:
+            other, self = self, other
+        if other.probe_offset < 0:
+            return Mark(other.last_offset, self.timestamp_ms, self.probe_offset)
+        return other
+
+
+def coverage(raw: pa.Table) -> dict[int, Mark]:
+    """Per partition of `raw` (rows of each partition in offset order): its last record."""
+    if raw.num_rows == 0:
+        return {}
+    stamps = raw["timestamp"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+    data = pa.table({"partition": raw["partition"], "offset": raw["offset"], "ts": stamps})
+    grouped = data.group_by("partition", use_threads=False).aggregate(
+        [("offset", "last"), ("ts", "last")]
+    )
+    columns = (grouped[name].to_pylist() for name in ("partition", "offset_last", "ts_last"))
+    return {
+        int(p): Mark(int(o), -1 if t is None else int(t), int(o))
+        for p, o, t in zip(*columns, strict=True)
+    }
+
+
+def marker_commit(
+    topic: str, marks: Mapping[int, Mark], *, forget_probe: bool = False
+) -> CommitProperties:
+    """`txn` actions that move the markers of `marks` (and their fingerprints) in one commit.
+
+    A mark without a record (only transaction markers were covered) keeps the last probe;
+    `forget_probe` drops it (an operator moved the marker: the old record proves nothing)."""
+    transactions = []
+    for partition, mark in sorted(marks.items()):
+        transactions.append(Transaction(app_id=app_id(topic, partition), version=mark.last_offset))
+        if mark.probe_offset >= 0 or forget_probe:
+            transactions.append(
+                Transaction(app_id=fingerprint_app_id(topic, partition), version=mark.timestamp_ms)
+            )
+            transactions.append(
+                Transaction(app_id=probe_app_id(topic, partition), version=mark.probe_offset)
+            )
+    return CommitProperties(app_transactions=transactions)
+
+
+def table_fingerprint(table: DeltaTable, topic: str, partition: int) -> tuple[int, int] | None:
+    """(offset, Kafka timestamp) of the last record read before the marker; None if unknown."""
+    stamp = table.transaction_version(fingerprint_app_id(topic, partition))
+    probe = table.transaction_version(probe_app_id(topic, partition))
+    if probe is None:  # tables from before the probe: the marker was the record
+        probe = table.transaction_version(app_id(topic, partition))
+    if stamp is None or probe is None or stamp < 0 or probe < 0:
+        return None
+    return probe, stamp
+
+
+def table_markers(table: DeltaTable, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """Last offset written per partition, for the partitions that have a marker."""
+    markers = {}
+    for partition in partitions:
+        version = table.transaction_version(app_id(topic, partition))
+        if version is not None:
+            markers[partition] = version
+    return markers
+
+
+def open_table(uri: str, storage_options: Mapping[str, str]) -> DeltaTable | None:
+    """The Delta table at `uri`, or None when there is none yet."""
+    if not DeltaTable.is_deltatable(uri, storage_options=dict(storage_options) or None):
+        return None
+    return DeltaTable(uri, storage_options=dict(storage_options) or None)

@@ -1,0 +1,288 @@
+"""waxlake's Bytewax sink: one partition per table; buffers `KafkaBatch`es, commits them.
+
+A table's buffer is committed at each epoch snapshot (and before, at the size and age limits), so
+Bytewax's recovery state never runs ahead of what is durable in the table. The order of the
+table write and the Kafka group commit is the guarantee (`connectors.guarantees`). Dead letters
+are written just before the rows: the table's markers decide where reading resumes, so every
+dead letter below them must already be durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+import pyarrow as pa
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import Consumer, KafkaException
+from deltalake.exceptions import DeltaError
+
+from connectors import guarantees
+from connectors.batch import KafkaBatch, check_rule
+from connectors.config import ConfigError, Guarantee, Settings
+from connectors.delta.buffer import Flush, TableBuffer
+from connectors.delta.dead_letters import (
+    DEAD_LETTER_SCHEMA,
+    dead_letter_uri,
+    reasons,
+    without_dead_letters,
+)
+from connectors.delta.markers import Mark
+from connectors.delta.table_writer import CommitResult, DeltaTableWriter
+from connectors.errors import ConcurrentWriteError, TableWriteError, commit_failure
+from connectors.kafka import group_offsets, topic_ids
+from connectors.kafka.client import make_consumer
+from connectors.ops import metrics
+from connectors.ops.progress import PROGRESS
+
+log = logging.getLogger(__name__)
+
+
+class TableWriter(Protocol):
+    """Commits rows to one table: `DeltaTableWriter` (append), `StateTableWriter` (MERGE)."""
+
+    uri: str
+
+    def write_exactly_once(
+        self, batch: pa.Table, marks: Mapping[int, Mark] | None = None
+    ) -> CommitResult: ...
+
+    def append(self, batch: pa.Table) -> CommitResult: ...
+
+
+WriterFactory = Callable[[str, str], TableWriter]
+"""Builds the writer of one table from its URI and topic (default: append tables)."""
+
+
+class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
+    """Buffers and commits one table. Its snapshot is None: the table holds the progress."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        owns_group: Callable[[str], bool],
+        make_writer: WriterFactory | None,
+    ) -> None:
+        self._settings = settings
+        self._name = name
+        self._uri = settings.table_uri(name)
+        self._owns_group = owns_group
+        self._make_writer = make_writer
+        self._topic: str | None = None
+        self._writer: TableWriter | None = None
+        self._dead: DeltaTableWriter | None = None
+        self._buffer = TableBuffer()
+        self._group: Consumer | None = None
+
+    def write_batch(self, values: list[KafkaBatch]) -> None:
+        for batch in values:
+            check_rule(batch, "before the sink")
+            self._bind(batch.topic)
+            self._buffer.add(batch)
+            metrics.BUFFERED_ROWS.labels(batch.topic).set(self._buffer.row_count)
+            if self._full():
+                self._flush()
+
+    def _full(self) -> bool:
+        """Commit before the epoch ends: the buffer is too big, or (with a commit interval) its
+        oldest record has waited long enough."""
+        settings, buffer = self._settings, self._buffer
+        interval = settings.commit_interval_ms / 1000
+        return (
+            buffer.row_count >= settings.max_batch_rows
+            or buffer.bytes >= settings.max_batch_bytes
+            or (interval > 0 and time.monotonic() - buffer.since >= interval)
+        )
+
+    def snapshot(self) -> None:
+        self._flush()
+
+    def close(self) -> None:
+        self._flush()
+        PROGRESS.close()
+        if self._group is not None:
+            self._group.close()
+
+    def _bind(self, topic: str) -> None:
+        """A table holds the records of one topic (its markers are per partition)."""
+        if self._topic is None:
+            self._topic = topic
+            return
+        if topic != self._topic:
+            raise ConfigError(
+                f"table {self._name} gets records of topics {self._topic} and {topic}; a table "
+                "holds one topic's records (its markers are per partition): route them apart"
+            )
+
+    def _flush(self) -> None:
+        if not self._buffer or self._topic is None:
+            return
+        topic = self._topic
+        try:
+            self._commit(topic, self._buffer.take())
+        except (DeltaError, OSError, ConcurrentWriteError, KafkaException) as exc:
+            raise TableWriteError(commit_failure(topic, self._uri, exc)) from exc
+
+    def _commit(self, topic: str, flush: Flush) -> None:
+        started = time.perf_counter()
+        writer, dead_writer = self._writers(topic)
+        dead_result = None
+
+        def write(exactly_once: bool) -> CommitResult:
+            nonlocal dead_result
+            if exactly_once:
+                if flush.dead.num_rows:
+                    dead_result = dead_writer.write_exactly_once(flush.dead)
+                rows = without_dead_letters(topic, dead_writer.current(), flush.rows)
+                return writer.write_exactly_once(rows, flush.marks)
+            if flush.dead.num_rows:
+                dead_result = dead_writer.append(flush.dead)
+            return writer.append(flush.rows)
+
+        result = guarantees.deliver(
+            self._settings.guarantee,
+            write,
+            commit_group=lambda: self._commit_group(topic, flush, warn=False),
+            commit_group_after=lambda: self._commit_group(topic, flush, warn=True),
+        )
+        self._record(topic, flush, result, dead_result, time.perf_counter() - started)
+
+    def _record(
+        self,
+        topic: str,
+        flush: Flush,
+        result: CommitResult,
+        dead_result: CommitResult | None,
+        elapsed: float,
+    ) -> None:
+        metrics.BUFFERED_ROWS.labels(topic).set(0)
+        metrics.COMMITS.labels(topic).inc()
+        metrics.COMMIT_SECONDS.labels(topic).observe(elapsed)
+        metrics.RECORDS_WRITTEN.labels(topic).inc(result.rows_written)
+        metrics.RECORDS_SKIPPED.labels(topic).inc(result.rows_skipped)
+        if flush.rows.num_rows:
+            metrics.BYTES_WRITTEN.labels(topic).inc(
+                flush.bytes * result.rows_written // flush.rows.num_rows
+            )
+        if dead_result is not None:
+            metrics.DEAD_LETTERS.labels(topic).inc(dead_result.rows_written)
+            log.warning(
+                "%d record(s) of %s went to %s: %s",
+                dead_result.rows_written,
+                topic,
+                dead_letter_uri(self._settings.table_root, topic),
+                reasons(flush.dead),
+            )
+        PROGRESS.landed(flush.records)
+        for partition, mark in flush.marks.items():
+            metrics.LAG.set_committed(topic, partition, mark.last_offset)
+        log.info(
+            "committed %s: version %s, %d rows written, %d already there, offsets %s, %.0f ms",
+            self._uri,
+            result.version,
+            result.rows_written,
+            result.rows_skipped,
+            " ".join(
+                f"{p}:{flush.firsts[p]}-{m.last_offset}" for p, m in sorted(flush.marks.items())
+            ),
+            elapsed * 1000,
+        )
+
+    def _commit_group(self, topic: str, flush: Flush, *, warn: bool) -> None:
+        """The group offsets of the topic's first table (the others would move them back).
+        After the write they are for lag tools, the data is safe: a failure only warns."""
+        if not self._owns_group(self._name):
+            return
+        try:
+            group_offsets.commit_group_offsets(self._group_consumer(), topic, flush.next_offsets())
+        except KafkaException as exc:
+            if not warn:
+                raise
+            metrics.GROUP_COMMIT_FAILURES.labels(topic).inc()
+            log.warning(
+                "could not commit offsets of %s to group %s: %s",
+                topic,
+                self._settings.group_id,
+                exc,
+            )
+
+    def _writers(self, topic: str) -> tuple[TableWriter, DeltaTableWriter]:
+        if self._writer is None or self._dead is None:
+            settings = self._settings
+            if self._make_writer is not None:
+                self._writer = self._make_writer(self._uri, topic)
+            else:
+                self._writer = DeltaTableWriter(
+                    self._uri,
+                    topic,
+                    settings.storage_options,
+                    settings.commit_retries,
+                    schema=None,
+                    maintenance=settings.maintenance(),
+                    topic_id=topic_ids.KNOWN.get(topic),
+                )
+            self._dead = DeltaTableWriter(
+                dead_letter_uri(settings.table_root, topic),
+                topic,
+                settings.storage_options,
+                settings.commit_retries,
+                schema=DEAD_LETTER_SCHEMA,
+                maintenance=settings.maintenance(),
+            )
+        return self._writer, self._dead
+
+    def _group_consumer(self) -> Consumer:
+        if self._group is None:
+            self._group = make_consumer(self._settings, what="group offsets")
+        return self._group
+
+
+class DeltaSink(FixedPartitionedSink[KafkaBatch, None]):
+    """One sink partition per table, so each table has exactly one committer in the cluster.
+
+    `tables`: per topic, the tables its batches may land in (default: one per topic, named like
+    it); pass the source the same mapping. Items are `(table name, KafkaBatch)`: key the stream with
+    `op.key_on("by_table", batches, connectors.destination)`. `make_writer`: how a table is
+    written (default: appends; `connectors.state_tables` for current-state tables).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        tables: Mapping[str, Sequence[str]] | None = None,
+        make_writer: WriterFactory | None = None,
+    ) -> None:
+        self._settings = settings
+        self._make_writer = make_writer
+        per_topic = {t: list((tables or {}).get(t, [t])) for t in settings.topics}
+        self._tables = sorted({n for names in per_topic.values() for n in names})
+        self._group_owners = {names[0] for names in per_topic.values() if names}
+        routed = [t for t, ns in per_topic.items() if len(ns) > 1]
+        if routed and settings.guarantee is not Guarantee.EXACTLY_ONCE:
+            raise ConfigError(
+                f"WAXLAKE_GUARANTEE={settings.guarantee.value}: topic(s) {', '.join(routed)} "
+                "land in several tables, whose group offsets would move each other; routing "
+                "needs exactly-once (each table keeps its own markers)"
+            )
+        metrics.declare_topics(sorted(settings.topics))
+
+    def list_parts(self) -> list[str]:
+        return self._tables
+
+    def part_fn(self, item_key: str) -> int:
+        # A distinct index per table: no two tables share a committer, and none is left idle.
+        try:
+            return self._tables.index(item_key)
+        except ValueError:
+            raise ConfigError(
+                f"a step sent rows to table {item_key!r}, which is not one of the sink's tables "
+                f"({', '.join(self._tables)}); name it in DeltaSink(tables=...)"
+            ) from None
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> TableSinkPartition:
+        return TableSinkPartition(
+            self._settings, for_part, lambda name: name in self._group_owners, self._make_writer
+        )

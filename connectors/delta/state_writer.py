@@ -1,0 +1,229 @@
+"""Commits changes to a current-state table with Delta MERGE, exactly once.
+
+Integrity rule: the table holds, per live key, the change that is latest by the ordering rule
+(`connectors.decoding.state_changes`), and its markers cover every change applied. Each flush drops the
+changes at or below the markers (replays), keeps the latest change per key, and MERGEs them; the
+commit that completes the flush carries the markers (a flush that changes nothing still commits
+them, as an empty append). Within a MERGE a change only replaces a row it is newer than, so
+applying a change twice changes nothing and no order of commits lets an older change win.
+
+Cost: a MERGE reads only the key buckets the flush touches (a literal predicate on the partition
+column). Where those buckets hold more than `merge_rows` rows, the flush is merged bucket group
+by bucket group (memory stays bounded); only the last carries the markers, and a crash between
+them replays the flush, which the rule above makes harmless. Every commit carries the writer's
+fence `txn` and is made against the snapshot the markers were read from, so a second instance
+(a zombie) makes one of them conflict; it re-reads, re-filters and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
+
+from connectors.config import Settings
+from connectors.decoding.state_changes import BUCKET, DELETED, key_columns, latest_per_key
+from connectors.delta import markers as offsets
+from connectors.delta.maintenance import MaintenancePolicy, TableMaintenance
+from connectors.delta.sink import WriterFactory
+from connectors.delta.table_writer import CommitResult, above_markers
+from connectors.errors import ConcurrentWriteError
+from connectors.ops import metrics
+
+log = logging.getLogger(__name__)
+
+REOPEN_EVERY_COMMITS = 100
+
+_LATER = "(s.timestamp > t.timestamp OR (s.timestamp IS NOT NULL AND t.timestamp IS NULL))"
+_SAME_TIME = "(s.timestamp = t.timestamp OR (s.timestamp IS NULL AND t.timestamp IS NULL))"
+NEWER = (
+    "(s.partition = t.partition AND s.offset > t.offset) OR (s.partition <> t.partition AND "
+    f"({_LATER} OR ({_SAME_TIME} AND s.partition > t.partition)))"
+)
+"""A change replaces the stored row only if it is newer: the ordering rule, in SQL."""
+
+
+class StateTableWriter:
+    """The only committer of one current-state table within the job."""
+
+    def __init__(
+        self,
+        uri: str,
+        topic: str,
+        key_columns: Sequence[str],
+        storage_options: Mapping[str, str] | None = None,
+        max_attempts: int = 20,
+        maintenance: MaintenancePolicy | None = None,
+        merge_rows: int = 2_000_000,
+    ) -> None:
+        self.uri = uri
+        self.topic = topic
+        self.schema = None  # the table's columns grow with the values' fields
+        self._keys = list(key_columns)
+        self._storage = dict(storage_options or {}) or None
+        self._max_attempts = max_attempts
+        self._policy = maintenance or MaintenancePolicy()
+        self._maintenance = TableMaintenance(uri, self._policy)
+        self._table: DeltaTable | None = None
+        self._commits_on_handle = 0
+        self._merge_rows = merge_rows
+
+    def current(self) -> DeltaTable | None:
+        if self._table is not None and self._commits_on_handle < REOPEN_EVERY_COMMITS:
+            self._table.update_incremental()
+            return self._table
+        self._table = offsets.open_table(self.uri, self._storage or {})
+        self._commits_on_handle = 0
+        return self._table
+
+    def append(self, batch: pa.Table) -> CommitResult:
+        raise NotImplementedError("current-state tables are exactly-once only")
+
+    def write_exactly_once(
+        self, changes: pa.Table, marks: Mapping[int, offsets.Mark] | None = None
+    ) -> CommitResult:
+        marks = offsets.coverage(changes) if marks is None else marks
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                table = self.current()
+                if table is None:
+                    table = self._create(changes.schema)
+                return self._merge(table, changes, marks, attempt)
+            except CommitFailedError as exc:
+                metrics.COMMIT_CONFLICTS.labels(self.topic).inc()
+                if attempt == self._max_attempts:
+                    raise ConcurrentWriteError(
+                        f"{self.uri}: gave up after {attempt} conflicting commits: {exc}"
+                    ) from exc
+                log.warning(
+                    "%s: commit conflict (attempt %d), retrying: %s", self.uri, attempt, exc
+                )
+                self._table = None
+                time.sleep(min(0.05 * attempt, 1.0) * random.random())
+        raise AssertionError("unreachable")
+
+    def _create(self, schema: pa.Schema) -> DeltaTable:
+        columns = pa.schema([f for f in schema if f.name != DELETED])
+        DeltaTable.create(
+            self.uri,
+            columns,
+            mode="ignore",
+            partition_by=[BUCKET],
+            storage_options=self._storage,
+            configuration=self._policy.table_configuration(),
+        )
+        log.info("%s: created current-state table (keys %s)", self.uri, ", ".join(self._keys))
+        self._table = None
+        table = self.current()
+        assert table is not None
+        return table
+
+    def _merge(
+        self,
+        table: DeltaTable,
+        changes: pa.Table,
+        marks: Mapping[int, offsets.Mark],
+        attempt: int,
+    ) -> CommitResult:
+        markers = offsets.table_markers(table, self.topic, marks)
+        moving = {p: m for p, m in marks.items() if p not in markers or m.last_offset > markers[p]}
+        fresh = above_markers(changes, markers)
+        latest = latest_per_key(fresh, self._keys) if fresh.num_rows else fresh
+        fence = Transaction(app_id=f"waxlake:{self.topic}:state-writer", version=table.version())
+        groups = self._bucket_groups(table, latest) if latest.num_rows else []
+        marked = False
+        for index, group in enumerate(groups):
+            last = index == len(groups) - 1
+            rows = latest.filter(pc.is_in(latest[BUCKET], pa.array(group, pa.int32())))
+            commit = self._commit(moving if last else {}, fence)
+            marked = self._merge_buckets(table, rows, group, commit) and last
+        if moving and not marked:
+            # Nothing changed (replays, deletes of absent keys): the markers still move.
+            empty = pa.schema(table.schema().to_arrow()).empty_table()
+            commit = self._commit(moving, fence)
+            write_deltalake(table, empty, mode="append", commit_properties=commit)
+            self._committed(table)
+        applied = latest.num_rows
+        return CommitResult(applied, changes.num_rows - applied, table.version(), attempt)
+
+    def _commit(self, marks: Mapping[int, offsets.Mark], fence: Transaction) -> CommitProperties:
+        """The markers (if any) and the writer's fence: two instances merging from the same
+        snapshot both carry it, so the later one conflicts."""
+        markers = offsets.marker_commit(self.topic, marks).app_transactions if marks else []
+        return CommitProperties(app_transactions=[*(markers or []), fence])
+
+    def _bucket_groups(self, table: DeltaTable, latest: pa.Table) -> list[list[int]]:
+        """The buckets the changes touch, grouped so that one MERGE reads at most about
+        `merge_rows` rows of the table (memory stays bounded as the table grows)."""
+        touched = sorted(set(latest[BUCKET].to_pylist()))
+        actions = pa.table(table.get_add_actions(flatten=True))
+        sizes: dict[int, int] = {}
+        if actions.num_rows:
+            by_bucket = actions.group_by(f"partition.{BUCKET}").aggregate([("num_records", "sum")])
+            for bucket, rows in zip(*(c.to_pylist() for c in by_bucket.columns), strict=True):
+                sizes[int(bucket)] = int(rows or 0)
+        groups: list[list[int]] = [[]]
+        total = 0
+        for bucket in touched:
+            if groups[-1] and total + sizes.get(bucket, 0) > self._merge_rows:
+                groups.append([])
+                total = 0
+            groups[-1].append(bucket)
+            total += sizes.get(bucket, 0)
+        return groups
+
+    def _merge_buckets(
+        self, table: DeltaTable, rows: pa.Table, buckets: list[int], commit: CommitProperties
+    ) -> bool:
+        """One MERGE of `rows` into `buckets`; True if it made a commit."""
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in self._keys)
+        literal = ", ".join(str(b) for b in buckets)
+        before = table.version()
+        (
+            table.merge(
+                source=rows,
+                predicate=f"t.{BUCKET} IN ({literal}) AND {on}",
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                streamed_exec=False,
+                commit_properties=commit,
+            )
+            .when_matched_delete(predicate=f"s.{DELETED} AND ({NEWER})")
+            .when_matched_update_all(
+                predicate=f"NOT s.{DELETED} AND ({NEWER})", except_cols=[DELETED]
+            )
+            .when_not_matched_insert_all(predicate=f"NOT s.{DELETED}", except_cols=[DELETED])
+            .execute()
+        )
+        if table.version() == before:
+            return False
+        self._committed(table)
+        return True
+
+    def _committed(self, table: DeltaTable) -> None:
+        self._commits_on_handle += 1
+        self._maintenance.after_commit(table)
+
+
+def state_tables(settings: Settings) -> WriterFactory:
+    """Writers of current-state tables (for `DeltaSink(make_writer=...)`)."""
+
+    def make(uri: str, topic: str) -> StateTableWriter:
+        return StateTableWriter(
+            uri,
+            topic,
+            key_columns(settings),
+            settings.storage_options,
+            settings.commit_retries,
+            maintenance=settings.maintenance(),
+            merge_rows=settings.state_merge_rows,
+        )
+
+    return make

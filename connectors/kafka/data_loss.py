@@ -1,0 +1,112 @@
+"""What the source does when the offset it needs is no longer in Kafka.
+
+Every partition with a known position reads with `auto.offset.reset=error`, so librdkafka never
+jumps silently; an out-of-range fetch reaches `PartitionGuard.out_of_range`, which compares the
+offset needed with the partition's watermarks:
+
+- needed below the log start: records were deleted before they landed (retention, DeleteRecords).
+  `WAXLAKE_ON_DATA_LOSS=fail` stops before anything past the gap is written; `continue` records
+  the gap (`connectors.delta.gaps`), counts it, warns, and reads on from the log start.
+- needed above the log end: the log was truncated or the topic recreated, so offsets are reused
+  and (topic, partition, offset) would name two records. No setting skips that: the job stops.
+
+`check_fingerprint` catches reuse that watermarks cannot show (the log refilled past the table's
+marker): the record at the marker must be the one that landed there, judged by its timestamp.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from connectors.config import OnDataLoss, Settings
+from connectors.delta.gaps import Gap, GapLog, gap_uri
+from connectors.errors import DataLossError, OffsetsReusedError
+from connectors.ops import metrics
+
+log = logging.getLogger(__name__)
+
+README_SECTION = "README 'When Kafka loses records'"
+
+
+def _ms(stamp: int) -> str:
+    return datetime.fromtimestamp(stamp / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+class PartitionGuard:
+    """Decides, for one partition, what an out-of-range position means (see the module doc)."""
+
+    def __init__(self, settings: Settings, topic: str, partition: int) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._partition = partition
+        self._gaps: GapLog | None = None
+        self._where = f"topic {topic} partition {partition}"
+
+    def out_of_range(self, needed: int, low: int, high: int) -> int:
+        """The offset to read on from after `needed` was out of range; raises where it must stop."""
+        if needed > high:
+            raise self.reused(needed, high)
+        if needed >= low:
+            return needed  # the log start moved past an offset we only re-read: nothing lost
+        gap = Gap(
+            self._topic,
+            self._partition,
+            needed,
+            low - 1,
+            f"deleted from Kafka before it landed: offset {needed} was needed, the log starts at "
+            f"{low} (retention or DeleteRecords outran the job)",
+        )
+        where = f"{self._where}: offsets {gap.first}-{gap.last} ({gap.records} records)"
+        if self._settings.on_data_loss is OnDataLoss.FAIL:
+            raise DataLossError(
+                f"{where} were deleted from Kafka before they landed (the log now starts at "
+                f"{low}; retention or DeleteRecords outran the job); nothing past them was "
+                "written. To land what is still in Kafka and record the loss in "
+                f"{gap_uri(self._settings.table_root, self._topic)}, restart with "
+                "WAXLAKE_ON_DATA_LOSS=continue"
+            )
+        recorded = self._gap_log().record(gap, self._settings.guarantee.value)
+        metrics.RECORDS_LOST.labels(self._topic, str(self._partition)).inc(recorded)
+        log.warning(
+            "%s were deleted from Kafka before they landed (the log starts at %d); "
+            "WAXLAKE_ON_DATA_LOSS=continue: %s, reading on from offset %d",
+            where,
+            low,
+            f"recorded in {self._gap_log().uri}" if recorded else "already recorded",
+            low,
+        )
+        return low
+
+    def reused(self, needed: int, end: int) -> OffsetsReusedError:
+        """The error for a position beyond the log's end: offsets before it will be reused."""
+        return OffsetsReusedError(
+            f"{self._where}: the job has landed up to offset {needed - 1} (next {needed}) but "
+            f"the broker's log ends at offset {end}: the log was truncated or the topic was "
+            "recreated, so offsets are being reused and (topic, partition, offset) would no "
+            "longer name one record; WAXLAKE_ON_DATA_LOSS cannot skip this. Land into a new "
+            f"WAXLAKE_TABLE_ROOT, or see {README_SECTION} for `waxlake move-marker`"
+        )
+
+    def check_fingerprint(self, offset: int, landed_ms: int, kafka_ms: int) -> None:
+        """The record at the table's marker must be the record that landed there."""
+        if landed_ms < 0 or kafka_ms < 0 or landed_ms == kafka_ms:
+            return
+        raise OffsetsReusedError(
+            f"{self._where}: the record at offset {offset}, the last one landed, had timestamp "
+            f"{_ms(landed_ms)} when it landed but the broker's record at that offset has "
+            f"{_ms(kafka_ms)}: the log was truncated and refilled or the topic was recreated, so "
+            "offsets are being reused; WAXLAKE_ON_DATA_LOSS cannot skip this. Land into a new "
+            f"WAXLAKE_TABLE_ROOT, or see {README_SECTION} for `waxlake move-marker`"
+        )
+
+    def origin(self, resolve: Callable[[], int]) -> int:
+        """Where a partition with no position starts: recorded the first time (see gaps.py)."""
+        return self._gap_log().origin(self._partition, resolve)
+
+    def _gap_log(self) -> GapLog:
+        if self._gaps is None:
+            settings = self._settings
+            self._gaps = GapLog(settings.table_root, self._topic, settings.storage_options)
+        return self._gaps

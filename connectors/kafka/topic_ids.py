@@ -1,0 +1,86 @@
+"""Kafka topic IDs (KIP-516), stamped on each table, so a recreated topic is never taken for the
+one the table was filled from: a new topic of the same name restarts its offsets at 0, and its
+records would be dropped as "already there" or mixed with the old ones under the same keys.
+
+The ID is kept as the table property `waxlake.topicId.<topic>` (table properties survive
+checkpoints and log cleanup). Brokers that report no IDs (all-zero UUIDs) are logged once; for
+them the offset checks of `connectors.kafka.data_loss` are what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka.admin import AdminClient
+from deltalake import DeltaTable
+
+from connectors.config import Settings
+from connectors.delta import markers as offsets
+from connectors.errors import OffsetsReusedError
+
+log = logging.getLogger(__name__)
+
+PROPERTY_PREFIX = "waxlake.topicId."
+_NO_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # the all-zero UUID, base64: the broker has no topic IDs
+
+KNOWN: dict[str, str | None] = {}
+"""Topic -> ID as the broker reported it at start-up (None: no ID), for the table writers."""
+
+
+def broker_topic_ids(admin: AdminClient, topics: list[str]) -> dict[str, str | None]:
+    """Each topic's ID from the broker; None where it reports none (or cannot describe)."""
+    try:
+        futures = admin.describe_topics(TopicCollection(topics), request_timeout=15)
+        described = {topic: future.result() for topic, future in futures.items()}
+    except (KafkaException, NotImplementedError, TypeError) as exc:
+        log.info("could not describe topics for their IDs (%s); topic IDs are not checked", exc)
+        return dict.fromkeys(topics)
+    ids: dict[str, str | None] = {}
+    for topic, description in described.items():
+        text = str(description.topic_id) if description.topic_id is not None else _NO_ID
+        # Kafka's own tools show IDs in URL-safe base64; librdkafka prints the standard one.
+        ids[topic] = None if text == _NO_ID else text.replace("+", "-").replace("/", "_")
+    return ids
+
+
+def stored_topic_id(table: DeltaTable, topic: str) -> str | None:
+    return table.metadata().configuration.get(PROPERTY_PREFIX + topic)
+
+
+def recreated_message(topic: str, uri: str, stored: str, current: str) -> str:
+    return (
+        f"topic {topic} was deleted and recreated: the table {uri} was filled from topic ID "
+        f"{stored}, but the broker's topic {topic} has ID {current}; its offsets start again, so "
+        "(topic, partition, offset) would name two records. Land the new topic into a new "
+        "WAXLAKE_TABLE_ROOT (or move the old table away); see README 'When Kafka loses records'"
+    )
+
+
+def check_topic_ids(settings: Settings, admin: AdminClient) -> None:
+    """At start-up: every existing table must come from the topic the broker has now."""
+    KNOWN.update(broker_topic_ids(admin, settings.topics))
+    if all(KNOWN.get(t) is None for t in settings.topics):
+        log.info(
+            "the broker reports no topic IDs (KIP-516): a deleted and recreated topic is "
+            "detected only by its offsets and record timestamps"
+        )
+    for topic in settings.topics:
+        current = KNOWN.get(topic)
+        table = offsets.open_table(settings.table_uri(topic), settings.storage_options)
+        stored = None if table is None else stored_topic_id(table, topic)
+        if current is not None and stored is not None and stored != current:
+            raise OffsetsReusedError(
+                recreated_message(topic, settings.table_uri(topic), stored, current)
+            )
+
+
+def stamp(table: DeltaTable, topic: str, topic_id: str) -> None:
+    """Record `topic_id` on `table` if it has none; refuse a table from another topic ID."""
+    stored = stored_topic_id(table, topic)
+    if stored == topic_id:
+        return
+    if stored is not None:
+        raise OffsetsReusedError(recreated_message(topic, table.table_uri, stored, topic_id))
+    table.alter.set_table_properties({PROPERTY_PREFIX + topic: topic_id}, raise_if_not_exists=False)
+    log.info("%s: stamped with the ID of topic %s (%s)", table.table_uri, topic, topic_id)

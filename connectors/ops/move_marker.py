@@ -1,0 +1,107 @@
+"""`waxlake move-marker`: the operator's way to move one partition's marker on purpose.
+
+Integrity rule: a marker never moves back over rows the table (or its dead letters) holds, since
+those offsets would then land twice; delete such rows first, deliberately. Moving forward skips
+offsets, so the skipped range is recorded as a gap (`_data_loss/`), like any other loss.
+`--adopt-topic-id` stamps the table with the topic ID the broker has now, after the operator has
+dealt with the rows of the old topic. Run it while the job is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+
+from connectors.config import Settings
+from connectors.delta import markers as offsets
+from connectors.delta.dead_letters import dead_letter_uri
+from connectors.delta.gaps import Gap, GapLog
+from connectors.kafka import topic_ids
+from connectors.kafka.client import make_admin
+from connectors.ops.command import CommandError, command_settings
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    move = commands.add_parser(
+        "move-marker",
+        help="set where one partition resumes (never back over rows the table holds)",
+    )
+    move.add_argument("--topic", required=True)
+    move.add_argument("--partition", type=int, required=True)
+    move.add_argument("--next-offset", type=int, required=True, help="the next offset to land")
+    move.add_argument("--reason", default="", help="recorded with a skipped range")
+    move.add_argument("--root", help="table root (default: $WAXLAKE_TABLE_ROOT)")
+    move.add_argument("--bootstrap-servers", help="for --adopt-topic-id")
+    move.add_argument(
+        "--adopt-topic-id",
+        action="store_true",
+        help="stamp the table with the topic ID the broker reports now",
+    )
+
+
+def _highest_row(settings: Settings, uri: str, partition: int) -> int | None:
+    table = offsets.open_table(uri, settings.storage_options)
+    if table is None:
+        return None
+    rows = table.to_pyarrow_dataset().to_table(
+        columns=["offset"], filter=pc.field("partition") == partition
+    )
+    return None if rows.num_rows == 0 else int(pc.max(rows["offset"]).as_py())
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = command_settings(table_root=args.root, bootstrap_servers=args.bootstrap_servers)
+    topic, partition, target = args.topic, args.partition, args.next_offset
+    uri = settings.table_uri(topic)
+    if target < 0:
+        raise CommandError("--next-offset must be 0 or more")
+    table = offsets.open_table(uri, settings.storage_options)
+    if table is None:
+        raise CommandError(f"no Delta table for topic {topic} at {uri}")
+    for where in (uri, dead_letter_uri(settings.table_root, topic)):
+        highest = _highest_row(settings, where, partition)
+        if highest is not None and highest >= target:
+            raise CommandError(
+                f"{where} holds rows of partition {partition} up to offset {highest}: moving the "
+                f"marker to {target - 1} would land those offsets twice. Delete the rows first "
+                f'(DeltaTable("{where}").delete("partition = {partition} AND offset >= '
+                f'{target}")), or choose --next-offset {highest + 1} or more',
+                code=1,
+            )
+    marker = offsets.table_markers(table, topic, [partition]).get(partition)
+    skipped_from = 0 if marker is None else marker + 1
+    if target > skipped_from:
+        reason = "skipped on purpose with waxlake move-marker" + (
+            f": {args.reason}" if args.reason else ""
+        )
+        gap = Gap(topic, partition, skipped_from, target - 1, reason)
+        GapLog(settings.table_root, topic, settings.storage_options).record(gap, "operator")
+    if args.adopt_topic_id:
+        _adopt(settings, table, topic)
+    _set_marker(table, topic, partition, target - 1)
+    print(
+        f"{uri}: partition {partition} resumes at offset {target} "
+        f"(marker {marker if marker is not None else 'none'} -> {target - 1})"
+    )
+    return 0
+
+
+def _adopt(settings: Settings, table: DeltaTable, topic: str) -> None:
+    current = topic_ids.broker_topic_ids(make_admin(settings), [topic]).get(topic)
+    if current is None:
+        print(f"the broker reports no topic ID for {topic}: nothing to adopt")
+        return
+    table.alter.set_table_properties(
+        {topic_ids.PROPERTY_PREFIX + topic: current}, raise_if_not_exists=False
+    )
+    print(f"{table.table_uri}: now filled from topic ID {current}")
+
+
+def _set_marker(table: DeltaTable, topic: str, partition: int, last: int) -> None:
+    """An empty commit whose only content is the marker (its record's timestamp unknown)."""
+    commit = offsets.marker_commit(topic, {partition: offsets.Mark(last)}, forget_probe=True)
+    empty = pa.schema(table.schema().to_arrow()).empty_table()
+    write_deltalake(table, empty, mode="append", commit_properties=commit)

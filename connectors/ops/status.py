@@ -1,0 +1,232 @@
+"""`waxlake status`: what landed in each table and how far it is behind Kafka.
+
+Read-only and independent of the job: it reads table metadata (never data files), the `txn`
+markers, and the brokers' end offsets. It never creates tables or topics nor commits offsets, so
+it is safe to run beside the job or while the job is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from deltalake import DeltaTable
+
+from connectors.config import ConfigError, Settings
+from connectors.delta import markers as offsets
+from connectors.delta.dead_letters import dead_letter_uri
+from connectors.delta.gaps import read_gaps
+from connectors.kafka.client import make_consumer
+from connectors.ops.command import command_settings
+
+
+@dataclass
+class PartitionStatus:
+    partition: int
+    committed_offset: int | None
+    end_offset: int | None = None
+    lag: int | None = None
+
+
+@dataclass
+class GapStatus:
+    """Offsets Kafka lost before they landed, as recorded under `_data_loss/`."""
+
+    partition: int
+    first_offset: int
+    last_offset: int
+    records: int
+    detected_at: str
+    reason: str
+
+
+@dataclass
+class TableStatus:
+    topic: str
+    uri: str
+    version: int
+    rows: int | None
+    last_commit: str | None
+    dead_letters: int
+    partitions: list[PartitionStatus] = field(default_factory=list)
+    lost_records: int = 0
+    gaps: list[GapStatus] = field(default_factory=list)
+
+
+def _rows(table: DeltaTable) -> int | None:
+    """Row count from the log's file statistics, so no data file is read (None if unknown)."""
+    counts = pa.table(table.get_add_actions(flatten=True))["num_records"]
+    if counts.null_count:
+        return None
+    total = pc.sum(counts).as_py()
+    return int(total or 0)
+
+
+def _last_commit(table: DeltaTable) -> str | None:
+    history = table.history(1)
+    if not history or "timestamp" not in history[0]:
+        return None
+    stamp = datetime.fromtimestamp(history[0]["timestamp"] / 1000, tz=UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _table_status(settings: Settings, topic: str, table: DeltaTable) -> TableStatus:
+    storage = settings.storage_options
+    dead = offsets.open_table(dead_letter_uri(settings.table_root, topic), storage)
+    present = {int(p["partition"]) for p in table.partitions() if p.get("partition") is not None}
+    markers = offsets.table_markers(table, topic, present)
+    gaps = [
+        GapStatus(
+            partition=row["partition"],
+            first_offset=row["first_offset"],
+            last_offset=row["last_offset"],
+            records=row["records"],
+            detected_at=row["detected_at"].isoformat(timespec="milliseconds"),
+            reason=row["reason"],
+        )
+        for row in read_gaps(settings.table_root, topic, storage).to_pylist()
+    ]
+    return TableStatus(
+        topic=topic,
+        uri=settings.table_uri(topic),
+        version=table.version(),
+        rows=_rows(table),
+        last_commit=_last_commit(table),
+        dead_letters=(_rows(dead) or 0) if dead is not None else 0,
+        partitions=[PartitionStatus(p, markers.get(p)) for p in sorted(present)],
+        lost_records=sum(g.records for g in gaps),
+        gaps=gaps,
+    )
+
+
+def _add_broker_offsets(settings: Settings, tables: list[TableStatus], timeout: float) -> None:
+    """Fill in end offsets and lag; on a broker failure leave them unknown and warn once."""
+    consumer = make_consumer(settings, what="status", log_level=0)
+    try:
+        metadata = consumer.list_topics(timeout=timeout)  # all topics: never auto-creates one
+        for status in tables:
+            meta = metadata.topics.get(status.topic)
+            if meta is None or meta.error is not None:
+                print(
+                    f"waxlake: warning: topic {status.topic} not found on the broker",
+                    file=sys.stderr,
+                )
+                continue
+            known = {p.partition: p for p in status.partitions}
+            for partition in sorted(set(meta.partitions) - set(known)):
+                status.partitions.append(PartitionStatus(partition, None))
+            status.partitions.sort(key=lambda p: p.partition)
+            for part in status.partitions:
+                tp = TopicPartition(status.topic, part.partition)
+                watermarks = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+                if watermarks is None:  # older clients return None on a timeout
+                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+                high = part.end_offset = watermarks[1]
+                done = -1 if part.committed_offset is None else part.committed_offset
+                part.lag = max(0, high - done - 1)
+    except KafkaException as exc:
+        print(
+            f"waxlake: warning: Kafka at {settings.bootstrap_servers} did not answer within "
+            f"{timeout:g} s ({exc.args[0].str()}); end offsets and lag unknown",
+            file=sys.stderr,
+        )
+    finally:
+        consumer.close()
+
+
+def _discover(root: str) -> list[str]:
+    """Topics of a local root: its subdirectories that are Delta tables (not `_...` ones)."""
+    path = Path(root.removeprefix("file://"))
+    if not path.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in path.iterdir()
+        if d.is_dir() and not d.name.startswith("_") and DeltaTable.is_deltatable(str(d))
+    )
+
+
+def _show(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
+def _print_human(root: str, tables: list[TableStatus]) -> None:
+    print(f"root {root}")
+    for t in tables:
+        print(
+            f"\n{t.topic}  version {t.version}  rows {_show(t.rows)}  dead letters {t.dead_letters}"
+        )
+        print(f"  last commit {t.last_commit or '?'}  {t.uri}")
+        rows = [("partition", "committed", "end", "lag")]
+        for p in t.partitions:
+            committed = "-" if p.committed_offset is None else str(p.committed_offset)
+            rows.append((str(p.partition), committed, _show(p.end_offset), _show(p.lag)))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+        if t.gaps:
+            count = len(t.gaps)
+            print(f"  lost {t.lost_records} records in {count} gap{'s' if count > 1 else ''}:")
+            for g in t.gaps:
+                print(
+                    f"    {g.partition}: {g.first_offset}-{g.last_offset} ({g.records} records) "
+                    f"at {g.detected_at}: {g.reason}"
+                )
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser("status", help="per table: version, rows, offsets, lag, gaps")
+    status.add_argument("--root", help="table root (default: $WAXLAKE_TABLE_ROOT)")
+    status.add_argument("--bootstrap-servers", help="default: $KAFKA_BOOTSTRAP_SERVERS")
+    status.add_argument("--topics", help="comma-separated (default: $WAXLAKE_TOPICS or all)")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    status.add_argument("--timeout", type=float, default=10.0, help="seconds per broker call")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`waxlake status`; returns the exit code."""
+    settings = command_settings(
+        table_root=args.root, bootstrap_servers=args.bootstrap_servers, topics=args.topics
+    )
+    local = "://" not in settings.table_root or settings.table_root.startswith("file://")
+    topics = settings.topics or (_discover(settings.table_root) if local else [])
+    if not topics:
+        print(f"waxlake: error: no tables found under {settings.table_root}", file=sys.stderr)
+        return 1 if local else 2
+
+    tables: list[TableStatus] = []
+    missing = []
+    for topic in topics:
+        table = offsets.open_table(settings.table_uri(topic), settings.storage_options)
+        if table is None:
+            missing.append(topic)
+        else:
+            tables.append(_table_status(settings, topic, table))
+    if tables:
+        logging.getLogger("connectors.kafka.client").setLevel(
+            logging.CRITICAL
+        )  # one warning is enough
+        try:
+            _add_broker_offsets(settings, tables, args.timeout)
+        except ConfigError as exc:
+            print(f"waxlake: error: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        doc = {"root": settings.table_root, "tables": [asdict(t) for t in tables]}
+        print(json.dumps(doc, indent=2))
+    elif tables:
+        _print_human(settings.table_root, tables)
+    for topic in missing:
+        print(
+            f"waxlake: error: no Delta table for topic {topic} at {settings.table_uri(topic)}",
+            file=sys.stderr,
+        )
+    return 1 if missing else 0

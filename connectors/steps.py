@@ -1,0 +1,121 @@
+"""Your own steps between the source and the sink, keeping the rule of `connectors.batch`.
+
+    op.map("mask", batches, rows(mask_emails))            # pa.Table -> pa.Table
+    op.map("enrich", batches, frames(add_region))          # pl.DataFrame -> pl.DataFrame
+    op.flat_map("route", batches, route("kind", {"click": "clicks", "view": "views"}))
+
+A step that raises stops the job with one line naming the step and the batch; with
+`on_error="dead_letter"` the batch's records go to the dead letters instead, with the error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import Literal
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.batch import KafkaBatch, check_rule
+from connectors.delta.dead_letters import dead_letters
+from connectors.errors import WaxlakeError
+
+OnError = Literal["fail", "dead_letter"]
+
+
+class StepError(WaxlakeError):
+    """A step of the user's flow raised on a batch."""
+
+
+def _with_dead(batch: KafkaBatch, extra: pa.Table) -> pa.Table:
+    if batch.dead is None or not batch.dead.num_rows:
+        return extra
+    return pa.concat_tables([batch.dead, extra])
+
+
+def _records_of(batch: KafkaBatch, offsets: pa.Array) -> pa.Table:
+    return batch.raw.filter(pc.is_in(batch.raw["offset"], value_set=offsets))
+
+
+def rows(
+    fn: Callable[[pa.Table], pa.Table], *, name: str | None = None, on_error: OnError = "fail"
+) -> Callable[[KafkaBatch], KafkaBatch]:
+    """A step on each batch's rows as an Arrow table; the result must keep the rule."""
+    step = str(name or getattr(fn, "__name__", "step"))
+
+    def apply(batch: KafkaBatch) -> KafkaBatch:
+        if batch.rows.num_rows == 0:
+            return batch
+        try:
+            out = batch.with_rows(fn(batch.rows))
+        except Exception as exc:
+            if on_error == "fail":
+                raise StepError(
+                    f"step {step} failed on {batch.describe()}: {type(exc).__name__}: {exc}; "
+                    "fix the step and restart the job (nothing past this batch was committed), "
+                    "or make it rows(..., on_error='dead_letter')"
+                ) from exc
+            failed = _records_of(batch, batch.rows["offset"].combine_chunks())
+            letters = dead_letters(
+                failed, "StepFailed", f"step {step}: {type(exc).__name__}: {exc}"
+            )
+            return batch.with_rows(batch.rows.slice(0, 0), dead=_with_dead(batch, letters))
+        check_rule(out, step)
+        return out
+
+    return apply
+
+
+def frames(
+    fn: Callable[[pl.DataFrame], pl.DataFrame],
+    *,
+    name: str | None = None,
+    on_error: OnError = "fail",
+) -> Callable[[KafkaBatch], KafkaBatch]:
+    """A step on each batch's rows as a polars DataFrame; the result must keep the rule."""
+
+    def on_table(table: pa.Table) -> pa.Table:
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return fn(frame).to_arrow()
+
+    return rows(on_table, name=name or getattr(fn, "__name__", "step"), on_error=on_error)
+
+
+def route(
+    column: str, tables: Mapping[Hashable, str], default: str | None = None
+) -> Callable[[KafkaBatch], list[KafkaBatch]]:
+    """Send each row to the table its `column` names (`tables`: value -> table; other values go
+    to `default`, or to the dead letters as `Unrouted` without one). Every table gets a batch for
+    every input batch, rows or not, so each table's markers cover every offset handled."""
+    names = list(dict.fromkeys([*tables.values(), *([default] if default else [])]))
+
+    def split(batch: KafkaBatch) -> list[KafkaBatch]:
+        if batch.rows.num_rows and column not in batch.rows.column_names:
+            raise StepError(f"route on {batch.describe()}: the rows have no column {column!r}")
+        values = batch.rows[column] if batch.rows.num_rows else pa.array([], pa.string())
+        picked = {
+            name: pc.is_in(values, value_set=pa.array([v for v, t in tables.items() if t == name]))
+            for name in tables.values()
+        }
+        known = pc.is_in(values, value_set=pa.array(list(tables))) if batch.rows.num_rows else None
+        dead = batch.dead
+        if default is not None and known is not None:
+            picked[default] = pc.or_(picked.get(default, pc.invert(known)), pc.invert(known))
+        elif known is not None and not pc.all(pc.fill_null(known, False)).as_py():
+            lost = pc.invert(pc.fill_null(known, False))
+            offsets = pc.filter(batch.rows["offset"], lost).combine_chunks()
+            letters = dead_letters(
+                _records_of(batch, offsets), "Unrouted", f"no table for this {column} value"
+            )
+            dead = _with_dead(batch, letters)
+        out = []
+        for index, name in enumerate(names):
+            mask = pc.fill_null(picked[name], False) if batch.rows.num_rows else None
+            chosen = batch.rows.filter(mask) if mask is not None else batch.rows
+            # The batch's dead letters travel once, with the first table (their owner).
+            out.append(batch.with_rows(chosen, table=name, dead=dead if index == 0 else None))
+        return out
+
+    return split

@@ -1,0 +1,55 @@
+"""A JSON flow with one user step chosen by WAXLAKE_TEST_STEP, for the step-rule and
+step-failure tests:
+
+- `drop_offset`: drops the `offset` column (breaks the rule);
+- `invent`: adds 1000 to every offset (breaks the rule);
+- `fail`: raises on a batch holding the value `{"n": 13}`;
+- `fail_to_dead_letters`: the same, with `on_error="dead_letter"`;
+- `drop_all`: filters every row out (the markers must still move).
+"""
+
+from __future__ import annotations
+
+import os
+
+import bytewax.operators as op
+import pyarrow as pa
+import pyarrow.compute as pc
+from bytewax.dataflow import Dataflow
+
+from connectors import DeltaSink, KafkaSource, decode, destination, json_values, rows, start
+
+
+def drop_offset(table: pa.Table) -> pa.Table:
+    return table.drop_columns(["offset"])
+
+
+def invent(table: pa.Table) -> pa.Table:
+    index = table.schema.get_field_index("offset")
+    return table.set_column(index, "offset", pc.add(table["offset"], 1000))
+
+
+def unlucky(table: pa.Table) -> pa.Table:
+    if pc.any(pc.equal(table["n"], 13)).as_py():
+        raise ValueError("13 is unlucky")
+    return table
+
+
+def drop_all(table: pa.Table) -> pa.Table:
+    return table.slice(0, 0)
+
+
+STEPS = {
+    "drop_offset": rows(drop_offset),
+    "invent": rows(invent),
+    "fail": rows(unlucky),
+    "fail_to_dead_letters": rows(unlucky, on_error="dead_letter"),
+    "drop_all": rows(drop_all),
+}
+
+settings = start()
+flow = Dataflow("misbehaving")
+records = op.input("kafka", flow, KafkaSource(settings))
+decoded = decode("decode", records, json_values(settings))
+stepped = op.map("user_step", decoded, STEPS[os.environ["WAXLAKE_TEST_STEP"]])
+op.output("delta", op.key_on("by_table", stepped, destination), DeltaSink(settings))
