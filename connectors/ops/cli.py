@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from connectors.ops import move_marker as markers
@@ -25,5 +26,16 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
 
 
+def entry() -> None:
+    """The console script: `main`, then leave at once. Rust and C++ libraries (delta-rs,
+    librdkafka, Arrow) tear down their threads at interpreter exit, and one of them now and then
+    aborts there (`terminate called without an active exception`), which would turn a clean
+    exit code into SIGABRT; everything was flushed and committed by then."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
