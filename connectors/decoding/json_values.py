@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -171,23 +172,39 @@ def _parse_each(values: pa.ChunkedArray) -> list[object]:
 
 
 _MAJORITY = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _is_timestamp(text: str) -> bool:
+    """ISO 8601 date-time, as Arrow's JSON reader infers a timestamp from a string."""
+    if len(text) < 19 or text[10] not in "T ":
+        return False
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _with_majority_types(fields: pa.Schema, parsed: list[object]) -> pa.Schema:
     """`fields` plus the top-level scalar fields they lack, typed as most records have them
     (ints and floats together: double). Nested values are left for Arrow to infer."""
     seen: dict[str, dict[type, int]] = {}
+    stamps: dict[str, bool] = {}  # field -> every string of it is a date-time
     for record in parsed:
         if isinstance(record, dict):
             for name, value in record.items():
                 if name not in fields.names and type(value) in _MAJORITY:
                     counts = seen.setdefault(name, {})
                     counts[type(value)] = counts.get(type(value), 0) + 1
+                    if isinstance(value, str):
+                        stamps[name] = stamps.get(name, True) and _is_timestamp(value)
     for name, counts in seen.items():
         kind = max(counts, key=lambda t: counts[t])
         if kind in (int, float) and int in counts and float in counts:
             kind = float
-        fields = fields.append(pa.field(name, _MAJORITY[kind]))
+        arrow = _TIMESTAMP if kind is str and stamps.get(name) else _MAJORITY[kind]
+        fields = fields.append(pa.field(name, arrow))
     return fields
 
 

@@ -83,6 +83,7 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         self._group: Consumer | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"waxlake-commit-{name}")
         self._in_flight: Future[None] | None = None
+        self._failed = False  # a commit failed: the job is stopping, commit nothing more
 
     def write_batch(self, values: list[KafkaBatch]) -> None:
         self._check_in_flight()
@@ -110,7 +111,8 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
 
     def close(self) -> None:
         try:
-            self._flush(wait=True)
+            if not self._failed:  # after a failure Bytewax closes while it unwinds: no raising
+                self._flush(wait=True)
         finally:
             self._committer.shutdown(wait=True)
             PROGRESS.close()
@@ -140,7 +142,8 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
 
     def _await_in_flight(self) -> None:
         in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
+        if in_flight is not None and in_flight.exception() is not None:
+            self._failed = True
             in_flight.result()  # a failed commit raises here, on the worker: the job stops
 
     def _check_in_flight(self) -> None:
