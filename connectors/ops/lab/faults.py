@@ -1,0 +1,132 @@
+"""The fault menu, and the seeded schedule every guarantee gets the same.
+
+Each fault waits until the job's current process has committed once (it is past its start-up and
+in its read-buffer-commit cycle), then a seeded random delay, then strikes:
+
+- `sigkill`: SIGKILL at that moment, wherever the job is; it is restarted at once.
+- `sigkill-mid-commit`, `sigterm-mid-commit`: the signal as the next commit is in flight, seen
+  as a data file that no table version holds yet (written before its log entry); with SIGTERM
+  the job finishes that commit, commits its buffer and exits 0 (a rolling restart), with
+  SIGKILL it dies between the two writes the article is about. Then it is restarted.
+- `zombie`: a second instance of the job (same topic, table and group, its own recovery
+  directory, as a second pod has its own volume) runs beside it until it has committed once,
+  plus the delay, and is then SIGKILLed: the instance that was thought dead.
+- `broker-restart`: the broker stops (controlled shutdown) and starts on the same log, while
+  the producer and the job keep going; only for a local Apache Kafka broker (Tansu keeps its
+  log in memory: a restart would lose every record, which is no test of the job).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connectors.local_broker import KafkaBroker, LocalBroker
+from connectors.ops.lab.job import Incarnation, Job
+
+KINDS = ("sigkill", "sigkill-mid-commit", "sigterm-mid-commit", "zombie", "broker-restart")
+MID_COMMIT_TIMEOUT_S = 10.0  # no commit in flight by then (nothing left to read): strike anyway
+
+
+@dataclass(frozen=True)
+class Fault:
+    index: int
+    kind: str
+    delay_s: float
+
+
+def schedule(kills: int, kinds: list[str], seed: int, max_delay_s: float) -> list[Fault]:
+    """`kills` faults, the kinds taken in turn, each with a delay drawn from `seed`."""
+    rng = random.Random(seed)
+    return [
+        Fault(i, kinds[i % len(kinds)], round(rng.uniform(0.0, max_delay_s), 3))
+        for i in range(kills)
+    ]
+
+
+def refusal(kinds: list[str], broker: LocalBroker | None) -> str | None:
+    """Why this broker cannot take these faults (None: it can)."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        return f"--faults: unknown fault(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}"
+    if "broker-restart" in kinds and not isinstance(broker, KafkaBroker):
+        what = "an external broker" if broker is None else f"{broker.title} (memory only)"
+        return (
+            f"--faults broker-restart needs a broker that keeps its log across a restart and "
+            f"that the lab runs itself (--broker kafka); {what} cannot be restarted"
+        )
+    return None
+
+
+def _data_files(table_dir: Path) -> set[str]:
+    found: set[str] = set()
+    for part in table_dir.glob("partition=*"):
+        try:
+            found.update(f"{part.name}/{n}" for n in os.listdir(part) if n.endswith(".parquet"))
+        except OSError:
+            continue
+    return found
+
+
+def wait_for_commit_in_flight(table_dir: Path, process: Incarnation, timeout: float) -> bool:
+    """Block until a data file appears that was not there before: a commit writing its files,
+    its log entry still to come (compaction is off, so nothing else writes files)."""
+    before = _data_files(table_dir)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if _data_files(table_dir) - before:
+            return True
+        time.sleep(0.002)
+    return False
+
+
+class Injector:
+    """Applies faults to one guarantee's job; returns the process that runs on afterwards."""
+
+    def __init__(
+        self, job: Job, table_dir: Path, broker: LocalBroker | None, say: Callable[[str], None]
+    ) -> None:
+        self.job = job
+        self.table_dir = table_dir
+        self.broker = broker
+        self.say = say
+
+    def apply(self, fault: Fault, current: Incarnation) -> tuple[Incarnation, dict[str, Any]]:
+        time.sleep(fault.delay_s)
+        record: dict[str, Any] = {"kind": fault.kind, "delay_s": fault.delay_s}
+        if fault.kind == "sigkill":
+            record["exit"] = current.kill()
+            return self.job.start(), record
+        if fault.kind in ("sigkill-mid-commit", "sigterm-mid-commit"):
+            record["in_flight"] = wait_for_commit_in_flight(
+                self.table_dir, current, MID_COMMIT_TIMEOUT_S
+            )
+            if fault.kind == "sigkill-mid-commit":
+                record["exit"] = current.kill()
+            else:
+                current.send(signal.SIGTERM)
+                record["exit"] = current.stop(60)
+            return self.job.start(), record
+        if fault.kind == "zombie":
+            return current, self._zombie(fault, record)
+        if fault.kind == "broker-restart":
+            assert isinstance(self.broker, KafkaBroker)
+            started = time.monotonic()
+            self.broker.restart()
+            record["down_s"] = round(time.monotonic() - started, 2)
+            return current, record
+        raise ValueError(f"unknown fault {fault.kind!r}")
+
+    def _zombie(self, fault: Fault, record: dict[str, Any]) -> dict[str, Any]:
+        zombie = self.job.start("zombie", recovery=f"recovery-zombie-{fault.index}")
+        record["zombie_committed"] = self.job.wait_for_commit(zombie, 0, timeout=60)
+        time.sleep(fault.delay_s)
+        record["zombie_commits"] = zombie.commits()
+        record["exit"] = zombie.kill()
+        return record
