@@ -6,8 +6,11 @@ in its read-buffer-commit cycle), then a seeded random delay, then strikes:
 - `sigkill`: SIGKILL at that moment, wherever the job is; it is restarted at once.
 - `sigkill-mid-commit`, `sigterm-mid-commit`: the signal as the next commit is in flight, seen
   as a data file that no table version holds yet (written before its log entry); with SIGTERM
-  the job finishes that commit, commits its buffer and exits 0 (a rolling restart), with
-  SIGKILL it dies between the two writes the article is about. Then it is restarted.
+  the job finishes that commit, commits its buffer and exits 0 (a rolling restart); with
+  SIGKILL it dies before the table write is done, after at-most-once moved the group offset.
+- `sigkill-after-commit`: SIGKILL the moment the next table version appears, before the job
+  has committed the group offset after it: the window in which at-least-once duplicates.
+  (Both mid-commit kills are the article's "failure between the two writes", one per order.)
 - `zombie`: a second instance of the job (same topic, table and group, its own recovery
   directory, as a second pod has its own volume) runs beside it until it has committed once,
   plus the delay, and is then SIGKILLed: the instance that was thought dead.
@@ -30,7 +33,14 @@ from typing import Any
 from connectors.local_broker import KafkaBroker, LocalBroker
 from connectors.ops.lab.job import Incarnation, Job
 
-KINDS = ("sigkill", "sigkill-mid-commit", "sigterm-mid-commit", "zombie", "broker-restart")
+KINDS = (
+    "sigkill",
+    "sigkill-mid-commit",
+    "sigkill-after-commit",
+    "sigterm-mid-commit",
+    "zombie",
+    "broker-restart",
+)
 MID_COMMIT_TIMEOUT_S = 10.0  # no commit in flight by then (nothing left to read): strike anyway
 
 
@@ -68,15 +78,16 @@ def _data_files(table_dir: Path) -> set[str]:
     found: set[str] = set()
     for part in table_dir.glob("partition=*"):
         try:
-            found.update(f"{part.name}/{n}" for n in os.listdir(part) if n.endswith(".parquet"))
+            found.update(f"{part.name}/{n}" for n in os.listdir(part))
         except OSError:
             continue
     return found
 
 
 def wait_for_commit_in_flight(table_dir: Path, process: Incarnation, timeout: float) -> bool:
-    """Block until a data file appears that was not there before: a commit writing its files,
-    its log entry still to come (compaction is off, so nothing else writes files)."""
+    """Block until a data file appears that was not there before (or its staging file, which the
+    local store writes first and renames): a commit writing its files, its log entry still to
+    come (compaction is off, so nothing else writes files)."""
     before = _data_files(table_dir)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
@@ -84,6 +95,27 @@ def wait_for_commit_in_flight(table_dir: Path, process: Incarnation, timeout: fl
             return True
         time.sleep(0.002)
     return False
+
+
+def _latest_version(log_dir: Path) -> int:
+    versions = [int(n[:-5]) for n in os.listdir(log_dir) if n.endswith(".json") and n[0].isdigit()]
+    return max(versions, default=-1)
+
+
+def wait_for_new_version(table_dir: Path, process: Incarnation, timeout: float) -> bool:
+    """Block until the table's next log entry exists; polled without sleeping, since the job
+    commits the group offset within milliseconds of it."""
+    log_dir = table_dir / "_delta_log"
+    if not log_dir.is_dir():
+        return False
+    target = str(log_dir / f"{_latest_version(log_dir) + 1:020d}.json")
+    deadline = time.monotonic() + timeout
+    checks = 0
+    while not os.path.exists(target):
+        checks += 1
+        if checks % 2000 == 0 and (time.monotonic() > deadline or process.poll() is not None):
+            return False
+    return True
 
 
 class Injector:
@@ -112,6 +144,12 @@ class Injector:
             else:
                 current.send(signal.SIGTERM)
                 record["exit"] = current.stop(60)
+            return self.job.start(), record
+        if fault.kind == "sigkill-after-commit":
+            record["in_flight"] = wait_for_new_version(
+                self.table_dir, current, MID_COMMIT_TIMEOUT_S
+            )
+            record["exit"] = current.kill()
             return self.job.start(), record
         if fault.kind == "zombie":
             return current, self._zombie(fault, record)
