@@ -23,8 +23,6 @@ from urllib.parse import unquote
 
 import numpy as np
 
-CREATE_OPERATIONS = frozenset({"CREATE TABLE", "CREATE OR REPLACE TABLE"})
-
 
 @dataclass(frozen=True)
 class Commit:
@@ -61,8 +59,9 @@ def file_visibility(commits: list[Commit]) -> dict[str, float]:
 
 
 def data_commits(commits: list[Commit]) -> int:
-    """The job's commits: every version but the table's creation (an empty one of its own)."""
-    return sum(1 for c in commits if c.operation not in CREATE_OPERATIONS)
+    """The job's commits that landed rows: versions that add files (not the table's creation,
+    nor the job's metadata-only commits such as stamping the topic's ID)."""
+    return sum(1 for c in commits if c.adds)
 
 
 def quantile(values: np.ndarray, q: float) -> float | None:
