@@ -91,6 +91,8 @@ def _checked(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     for name in ("records", "size", "partitions"):
         if getattr(args, name) <= 0:
             raise CommandError(f"--{name} must be positive")
+    if args.workdir is not None and args.workdir.exists() and any(args.workdir.iterdir()):
+        raise CommandError(f"--workdir {args.workdir} is not empty; give a new or empty directory")
     if args.kills < 0 or args.rate < 0:
         raise CommandError("--kills and --rate cannot be negative")
     kinds = [k.strip() for k in args.faults.split(",") if k.strip()] or ["sigkill"]
@@ -195,4 +197,6 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         plot.draw(rows, heading, args.plot)
         say(f"picture written to {args.plot}")
+    if args.workdir is not None:
+        say(f"tables and job logs kept in {args.workdir}")
     return 0 if all(r["promise_kept"] for r in rows) else 1

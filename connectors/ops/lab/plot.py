@@ -61,6 +61,7 @@ def draw(rows: list[dict[str, Any]], heading: str, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     names = [r["guarantee"] for r in rows]
 
@@ -81,6 +82,8 @@ def draw(rows: list[dict[str, Any]], heading: str, path: Path) -> None:
         ax.spines[["top", "right"]].set_visible(False)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.2 of a record
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     _grouped(
         axes[0], names, {"lost": values("lost"), "duplicated": values("duplicated")}, "{:,.0f}"
     )

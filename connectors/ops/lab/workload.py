@@ -92,6 +92,9 @@ class BackgroundProducer(threading.Thread):
                 "enable.idempotence": True,
                 "linger.ms": 5,
                 "queue.buffering.max.messages": 1_000_000,
+                # Quiet: a broker restart would print a line per reconnect into the lab's
+                # progress; a record that fails for good arrives in its delivery report.
+                "log_level": 0,
             }
         )
 
