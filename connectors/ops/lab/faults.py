@@ -74,27 +74,40 @@ def refusal(kinds: list[str], broker: LocalBroker | None) -> str | None:
     return None
 
 
-def _data_files(table_dir: Path) -> set[str]:
-    found: set[str] = set()
+def _entries(table_dir: Path) -> list[tuple[str, int]]:
+    """Each partition directory of the table and how many entries it holds."""
+    found = []
     for part in table_dir.glob("partition=*"):
         try:
-            found.update(f"{part.name}/{n}" for n in os.listdir(part))
+            found.append((str(part), len(os.listdir(part))))
         except OSError:
             continue
     return found
 
 
 def wait_for_commit_in_flight(table_dir: Path, process: Incarnation, timeout: float) -> bool:
-    """Block until a data file appears that was not there before (or its staging file, which the
-    local store writes first and renames): a commit writing its files, its log entry still to
-    come (compaction is off, so nothing else writes files)."""
-    before = _data_files(table_dir)
+    """Block until a partition directory gains an entry: a commit writing its data file (the
+    local store writes a staging file first and renames it), its log entry still to come
+    (compaction is off, so nothing else adds files). Polled without sleeping: the log entry
+    follows within a millisecond or two."""
+    before = _entries(table_dir)
+    dirs = [d for d, _ in before]
+    counts = [n for _, n in before]
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        if _data_files(table_dir) - before:
-            return True
-        time.sleep(0.002)
-    return False
+    checks = 0
+    while True:
+        for d, n in zip(dirs, counts, strict=True):
+            try:
+                if len(os.listdir(d)) > n:
+                    return True
+            except OSError:
+                continue
+        checks += 1
+        if checks % 500 == 0:
+            if time.monotonic() > deadline or process.poll() is not None:
+                return False
+            if len(_entries(table_dir)) > len(dirs):  # a new partition directory
+                return True
 
 
 def _latest_version(log_dir: Path) -> int:

@@ -142,7 +142,7 @@ def table(rows: list[dict[str, Any]], *, markdown: bool = False) -> str:
 
 def title(settings: dict[str, Any]) -> str:
     """One line naming the settings and the seed (the table's heading and the plot's title)."""
-    faults = ",".join(settings["faults"])
+    faults = ", ".join(settings["faults"])
     return (
         f"{settings['records']:,} records x {settings['size']} B, {settings['partitions']} "
         f"partitions, {settings['rate']:,}/s; {settings['kills']} faults ({faults}), seed "
