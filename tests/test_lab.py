@@ -90,7 +90,7 @@ def test_json_has_every_field(lab):
         assert len(r["faults"]) == 2
         assert r["commits"] > 0 and r["cpu_s"] > 0 and r["records_per_s"] > 0
         assert 0 < r["latency_ms_p50"] <= r["latency_ms_p99"] <= r["latency_ms_max"]
-        assert len(r["processes"]) == 4  # the first, two restarts, the drain
+        assert len(r["processes"]) == 4 + r["restarts"]  # first, 2 restarts, drain (+ self-exits)
 
 
 def test_picture_is_written(lab):

@@ -98,7 +98,10 @@ def draw(rows: list[dict[str, Any]], heading: str, path: Path) -> None:
     for ax in axes:
         top = ax.get_ylim()[1]
         ax.set_ylim(0, max(top * 1.15, 1))  # room for the labels; a panel of zeros still shows
-    fig.suptitle("waxlake semantics lab\n" + "\n".join(textwrap.wrap(heading, 150)), fontsize=13)
+    fig.suptitle(
+        "waxlake semantics lab\n" + "\n".join(textwrap.wrap(heading, 150, break_on_hyphens=False)),
+        fontsize=13,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
