@@ -80,7 +80,7 @@ def run_guarantee(
         settings.kafka_config,
     )
     job = Job(spec, workdir)
-    injector = Injector(job, root / topic, broker, say)
+    injector = Injector(job, root / topic, broker)
     producer = BackgroundProducer(bootstrap, topic, work, {})
     notes: list[str] = []
     records: list[dict[str, Any]] = []
@@ -104,6 +104,8 @@ def run_guarantee(
                 f"at {record['at_s']:.1f} s ({len(producer.acked):,} acknowledged)"
             )
         acked = producer.finish(timeout=max(120.0, 3 * work.duration_s))
+        if producer.failure:
+            notes.append(f"the producer stopped early: {producer.failure}")
         say(f"produced: {len(acked):,} acknowledged, {len(acked.errors)} failed; draining")
         current, restarted = _running(job, current, notes, say)
         restarts += restarted
