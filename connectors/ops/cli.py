@@ -1,4 +1,4 @@
-"""The `waxlake` console script: `status`, `move-marker`."""
+"""The `waxlake` console script: `status`, `move-marker`, `lab`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from connectors.ops import move_marker as markers
 from connectors.ops import status
 from connectors.ops.command import CommandError
+from connectors.ops.lab import command as lab
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     status.add_parser(commands)
     markers.add_parser(commands)
+    lab.add_parser(commands)
     args = parser.parse_args(argv)
-    run = {"status": status.run, "move-marker": markers.run}[args.command]
+    run = {"status": status.run, "move-marker": markers.run, "lab": lab.run}[args.command]
     try:
         return run(args)
     except CommandError as exc:
