@@ -9,7 +9,9 @@ Kafka broker from Maven jars, needing java 17+ and mvn), and for each record siz
 produces 1,000,000 records over 4 partitions to one topic, then runs, each in its own process and
 each reading that topic from offset 0 into a fresh table:
 
-  raw            confluent-kafka assign() + consume(), reading key, value and offset (the floor)
+  raw            the floor: a raw confluent-kafka read with the job's own fetch parallelism, one
+                 consumer per partition polled in turn from one thread, reading key, value, offset
+  raw-shared     the same read through one consumer for all partitions (a weaker floor)
   waxlake-eo     waxlake, exactly-once, bounded run (WAXLAKE_STOP_AT_END=1), as documented
   waxlake-alo    the same, at-least-once
   peer-bytewax   Bytewax's built-in KafkaSource, a map to dicts, write_deltalake per batch
@@ -88,7 +90,15 @@ from connectors.local_broker import create_topic, start_broker  # noqa: E402
 from tests.benchmarks import spark_setup  # noqa: E402
 from tests.benchmarks.proctree import tree_usage  # noqa: E402
 
-CONTENDERS = ("raw", "waxlake-eo", "waxlake-alo", "peer-bytewax", "peer-quix", "peer-spark")
+CONTENDERS = (
+    "raw",
+    "raw-shared",
+    "waxlake-eo",
+    "waxlake-alo",
+    "peer-bytewax",
+    "peer-quix",
+    "peer-spark",
+)
 DELTA_CONTENDERS = ("waxlake-eo", "waxlake-alo", "peer-bytewax", "peer-quix")
 QUIX_VENV = HERE / ".venv-quix"
 QUIX_VERSION = "3.28.1"
@@ -558,7 +568,7 @@ def run_throughput(
     log = workdir / f"{name}.log"
     report = workdir / f"{name}.report.json"
     print(f"  {name} ...", end="", flush=True)
-    if name == "raw":
+    if name in ("raw", "raw-shared"):
         argv: list[str] = [
             sys.executable,
             str(HERE / "bench_raw.py"),
@@ -571,6 +581,8 @@ def run_throughput(
             "--report",
             str(report),
         ]
+        if name == "raw-shared":
+            argv.append("--shared")
         env = base_env()
     elif name in ("waxlake-eo", "waxlake-alo"):
         guarantee = "exactly-once" if name == "waxlake-eo" else "at-least-once"
@@ -618,7 +630,7 @@ def run_throughput(
     result.commit_ms_p99 = quantile(commit_ms, 0.99)
     result.commit_ms_max = max(commit_ms) if commit_ms else None
 
-    if name == "raw":
+    if name in ("raw", "raw-shared"):
         result.rows = result.unique_rows = timings.get("records")
         result.commits = result.files = None
     else:
