@@ -2,7 +2,7 @@
 
 Run from the repository root, with the project's dev environment (`pip install -e '.[dev]'`):
 
-    python tests/benchmarks/bench_ingest.py
+    python tests/benchmarks/bench_ingest.py --runs 3
 
 That starts a local broker (`--broker tansu`, the default; `--broker kafka` for a real Apache
 Kafka broker from Maven jars, needing java 17+ and mvn), and for each record size (default 200 B
@@ -18,13 +18,16 @@ process and each reading that topic from offset 0 into a fresh table:
   peer-quix      quixstreams Application (consumer group) with a BatchingSink writing Delta
   peer-spark     Spark Structured Streaming, Kafka source -> Delta sink, availableNow, local[2]
 
-Then, per size, end-to-end freshness (produce time -> visible in the Delta table) at a fixed
-produce rate, for the contenders that write Delta. It prints the tables and writes a JSON result
-(default tests/benchmarks/results/latest.json). Smaller or partial runs:
+With --runs N the contenders run in turn N times over the same records (raw, ..., peer-spark,
+raw, ...), so that a slow spell of a shared machine falls on all of them; the tables show each
+figure's median and the JSON keeps every run. Then, per size, end-to-end freshness (produce time
+-> visible in the Delta table; once, not per run) at a fixed produce rate, for the contenders
+that write Delta. It prints the tables and writes a JSON result (default
+tests/benchmarks/results/latest.json). Smaller or partial runs:
 
     python tests/benchmarks/bench_ingest.py --records 200000 --sizes 200 --only raw,waxlake-eo
     python tests/benchmarks/bench_ingest.py --sizes 1024 --no-freshness
-    python tests/benchmarks/bench_ingest.py --contenders raw,peer-spark --no-freshness
+    python tests/benchmarks/bench_ingest.py --contenders raw,waxlake-eo --runs 3
 
 Figures per contender, whole process (start to exit): records/s by wall clock, CPU microseconds
 per record (user + sys) and peak RSS (ingest/measure.py). Steady state, so that start-up
@@ -72,6 +75,7 @@ from tests.benchmarks.ingest.contenders import (  # noqa: E402
 )
 from tests.benchmarks.ingest.freshness import run_freshness  # noqa: E402
 from tests.benchmarks.ingest.produce import produce_bulk  # noqa: E402
+from tests.benchmarks.ingest.results import Result, median_result  # noqa: E402
 from tests.benchmarks.ingest.throughput import run_throughput  # noqa: E402
 
 DEFAULT_JSON = HERE / "results" / "latest.json"
@@ -94,6 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--sizes", "--size", default="200,1024", help="comma-separated value sizes in bytes")
     add("--partitions", type=int, default=4)
     add("--only", "--contenders", default=",".join(CONTENDERS), help=", ".join(CONTENDERS))
+    add("--runs", type=int, default=1, help="run the contenders in turn N times; medians shown")
     add("--epoch-seconds", type=int, default=5, help="waxlake's -s in the throughput runs")
     add("--freshness-rate", type=int, default=20_000, help="records/s")
     add("--freshness-seconds", type=float, default=20.0)
@@ -121,6 +126,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.freshness_only = [c for c in DELTA_CONTENDERS if c in fresh]
     if unknown:
         parser.error(f"unknown contender(s): {', '.join(unknown)}")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     if args.no_freshness:
         args.freshness_only = []
     return args
@@ -129,7 +136,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def bench_size(
     args: argparse.Namespace, bootstrap: str, size: int, size_dir: Path
 ) -> tuple[dict[str, Any], str, bool]:
-    """Produce, run the contenders, then freshness: this size's JSON and text."""
+    """Produce, run the contenders --runs times, then freshness: this size's JSON and text."""
     topic = f"bench-{size}-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic, args.partitions)
     size_dir.mkdir(parents=True, exist_ok=True)
@@ -140,19 +147,29 @@ def bench_size(
         bootstrap, topic, args.partitions, args.records, size
     )
     print(f" {run['produce_records_per_s']:,.0f} rec/s", flush=True)
-    results = [
-        run_throughput(
-            name,
-            bootstrap,
-            topic,
-            args.partitions,
-            args.records,
-            size_dir,
-            args.epoch_seconds,
+    runs: list[list[Result]] = []
+    for i in range(1, args.runs + 1):
+        if args.runs > 1:
+            print(f" run {i} of {args.runs}", flush=True)
+        run_dir = size_dir / f"run-{i}"
+        run_dir.mkdir(parents=True)
+        runs.append(
+            [
+                run_throughput(
+                    name,
+                    bootstrap,
+                    topic,
+                    args.partitions,
+                    args.records,
+                    run_dir,
+                    args.epoch_seconds,
+                )
+                for name in args.only
+            ]
         )
-        for name in args.only
-    ]
-    run["throughput"] = [asdict(r) for r in results]
+    medians = [median_result([r[j] for r in runs]) for j in range(len(args.only))]
+    run["throughput"] = [asdict(m) for m in medians]
+    run["throughput_runs"] = [[asdict(r) for r in results] for results in runs]
     fresh = [
         run_freshness(
             name,
@@ -167,12 +184,13 @@ def bench_size(
         for name in args.freshness_only
     ]
     run["freshness"] = [asdict(f) for f in fresh]
-    ok = all(r.ok for r in results) and all(f.ok for f in fresh)
+    ok = all(m.ok for m in medians) and all(f.ok for f in fresh)
 
+    of_runs = f"; median of {args.runs} runs" if args.runs > 1 else ""
     text = (
         f"\n{args.records:,} records x {size} B, {args.partitions} partitions (produced at "
-        f"{run['produce_records_per_s']:,.0f} rec/s; waxlake -s {args.epoch_seconds})\n"
-        + report.throughput_table(results)
+        f"{run['produce_records_per_s']:,.0f} rec/s; waxlake -s {args.epoch_seconds}{of_runs})\n"
+        + report.throughput_table(medians)
     )
     if fresh:
         text += (
@@ -194,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="waxlake-bench-"))
     )
     workdir.mkdir(parents=True, exist_ok=True)
-    config = {k: getattr(args, k) for k in ("records", "sizes", "partitions")}
+    config = {k: getattr(args, k) for k in ("records", "sizes", "partitions", "runs")}
     config |= {
         "contenders": args.only,
         "waxlake_epoch_seconds": args.epoch_seconds,

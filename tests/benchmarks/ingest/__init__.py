@@ -1,7 +1,7 @@
 """The ingest benchmark's parts (bench_ingest.py is its command line).
 
 measure: one contender process, its wall clock, CPU and RSS. contenders: what each contender
-runs. produce: the records. throughput, freshness: the two phases. results: the figures.
+runs. produce: the records. throughput, freshness: the two phases. results: figures and medians.
 report: tables and the environment.
 """
 

@@ -48,7 +48,7 @@ def throughput_table(results: Sequence[Result]) -> str:
     rows = [
         [
             r.contender,
-            "yes" if r.ok else "NO",
+            ("yes" if r.ok else "NO") if r.runs == 1 else f"{r.runs_ok}/{r.runs}",
             fmt(r.wall_s, 1),
             fmt(r.records_per_s_whole),
             fmt(r.records_per_s_steady),

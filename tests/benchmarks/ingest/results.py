@@ -1,9 +1,10 @@
-"""What one contender run measured."""
+"""What one contender run measured, and the median of several runs of it."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Result:
     commit_ms_p50: float | None = None
     commit_ms_p99: float | None = None
     commit_ms_max: float | None = None
+    runs: int = 1  # how many runs a median stands for
+    runs_ok: int | None = None
 
 
 @dataclass
@@ -62,3 +65,28 @@ def quantile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(q * len(ordered) + 0.5)))
     return float(ordered[rank - 1])
+
+
+_NOT_MEDIAN = {"contender", "records_expected", "ok", "error", "runs", "runs_ok", "exit_code"}
+
+
+def median_result(runs: Sequence[Result]) -> Result:
+    """Each figure's median over the runs that passed (over all of them if none did).
+
+    Medians are taken figure by figure, so a median's rec/s and its CPU/rec may come from
+    different runs; every run is kept in the JSON. ok only if every run was.
+    """
+    passed = [r for r in runs if r.ok] or list(runs)
+    median = replace(runs[0], runs=len(runs), runs_ok=sum(r.ok for r in runs))
+    median.ok = all(r.ok for r in runs)
+    median.error = next((r.error for r in runs if r.error), None)
+    median.exit_code = next((r.exit_code for r in runs if r.exit_code), runs[0].exit_code)
+    for field in fields(Result):
+        if field.name in _NOT_MEDIAN:
+            continue
+        values = [v for r in passed if (v := getattr(r, field.name)) is not None]
+        value = statistics.median(values) if values else None
+        if value is not None and field.type in ("int | None", "int"):
+            value = round(value)
+        setattr(median, field.name, value)
+    return median
