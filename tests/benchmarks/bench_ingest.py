@@ -14,6 +14,9 @@ process and each reading that topic from offset 0 into a fresh table:
   raw-shared     the same read through one consumer for all partitions (a weaker floor)
   waxlake-eo     waxlake, exactly-once, bounded run (WAXLAKE_STOP_AT_END=1), as documented
   waxlake-alo    the same, at-least-once
+  waxlake-avro   flows.registry_to_delta, exactly-once, bounded, over as many Confluent-framed
+                 Avro records of about the same size (its own topic; a local Apicurio registry
+                 is started for it; see ingest/avro_records.py); compared with waxlake-eo
   peer-bytewax   Bytewax's built-in KafkaSource, a map to dicts, write_deltalake per batch
   peer-quix      quixstreams Application (consumer group) with a BatchingSink writing Delta
   peer-spark     Spark Structured Streaming, Kafka source -> Delta sink, availableNow, local[2]
@@ -27,7 +30,7 @@ tests/benchmarks/results/latest.json). Smaller or partial runs:
 
     python tests/benchmarks/bench_ingest.py --records 200000 --sizes 200 --only raw,waxlake-eo
     python tests/benchmarks/bench_ingest.py --sizes 1024 --no-freshness
-    python tests/benchmarks/bench_ingest.py --contenders raw,waxlake-eo --runs 3
+    python tests/benchmarks/bench_ingest.py --contenders raw,waxlake-eo,waxlake-avro --runs 3
 
 Figures per contender, whole process (start to exit): records/s by wall clock, CPU microseconds
 per record (user + sys) and peak RSS (ingest/measure.py). Steady state, so that start-up
@@ -50,12 +53,13 @@ watermarks the broker reports, and Tansu's are short of the end (see README).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +72,7 @@ if str(HERE.parents[1]) not in sys.path:  # run as a script: make `tests` import
 from connectors.local_broker import create_topic, start_broker  # noqa: E402
 from tests.benchmarks import spark_setup  # noqa: E402
 from tests.benchmarks.ingest import report  # noqa: E402
+from tests.benchmarks.ingest.avro_records import produce_avro  # noqa: E402
 from tests.benchmarks.ingest.contenders import (  # noqa: E402
     CONTENDERS,
     DELTA_CONTENDERS,
@@ -133,8 +138,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@contextlib.contextmanager
+def registry_url(needed: bool) -> Iterator[str | None]:
+    """A local in-memory schema registry for waxlake-avro, if it runs."""
+    if not needed:
+        yield None
+        return
+    from connectors.local_broker.registry import (
+        RegistryStartError,
+        RegistryUnavailable,
+        start_registry,
+    )
+
+    print("starting a local schema registry for waxlake-avro ...", end="", flush=True)
+    try:
+        registry = start_registry()
+    except (RegistryUnavailable, RegistryStartError) as exc:
+        why = f"waxlake-avro needs a local schema registry (or leave it out): {exc}"
+        raise SystemExit(f"\n{why}") from None
+    with registry:
+        print(f" {registry.url}", flush=True)
+        yield registry.url
+
+
 def bench_size(
-    args: argparse.Namespace, bootstrap: str, size: int, size_dir: Path
+    args: argparse.Namespace, bootstrap: str, url: str | None, size: int, size_dir: Path
 ) -> tuple[dict[str, Any], str, bool]:
     """Produce, run the contenders --runs times, then freshness: this size's JSON and text."""
     topic = f"bench-{size}-{uuid.uuid4().hex[:8]}"
@@ -147,6 +175,17 @@ def bench_size(
         bootstrap, topic, args.partitions, args.records, size
     )
     print(f" {run['produce_records_per_s']:,.0f} rec/s", flush=True)
+    topics = dict.fromkeys(args.only, topic)
+    if url is not None:
+        topics["waxlake-avro"] = run["avro_topic"] = f"bench-avro-{size}-{uuid.uuid4().hex[:8]}"
+        create_topic(bootstrap, run["avro_topic"], args.partitions)
+        print(f"producing {args.records:,} Avro records to {run['avro_topic']} ...", end="")
+        rate, mean = produce_avro(
+            bootstrap, url, run["avro_topic"], args.partitions, args.records, size
+        )
+        run["avro_produce_records_per_s"], run["avro_value_bytes_mean"] = rate, mean
+        print(f" {rate:,.0f} rec/s, {mean:.0f} B each on average", flush=True)
+
     runs: list[list[Result]] = []
     for i in range(1, args.runs + 1):
         if args.runs > 1:
@@ -158,11 +197,12 @@ def bench_size(
                 run_throughput(
                     name,
                     bootstrap,
-                    topic,
+                    topics[name],
                     args.partitions,
                     args.records,
                     run_dir,
                     args.epoch_seconds,
+                    url,
                 )
                 for name in args.only
             ]
@@ -192,6 +232,10 @@ def bench_size(
         f"{run['produce_records_per_s']:,.0f} rec/s; waxlake -s {args.epoch_seconds}{of_runs})\n"
         + report.throughput_table(medians)
     )
+    if ratio := report.avro_vs_raw_flow(medians):
+        run["avro_vs_raw_flow"] = ratio
+        run["avro_vs_raw_flow_runs"] = [report.avro_vs_raw_flow(r) for r in runs]
+        text += "\n" + report.avro_line(ratio)
     if fresh:
         text += (
             f"\n\nFreshness at {args.freshness_rate:,} rec/s of {size} B for "
@@ -232,11 +276,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts: list[str] = []
     all_ok = True
     try:
-        with start_broker(args.broker) as broker:
+        with (
+            start_broker(args.broker) as broker,
+            registry_url("waxlake-avro" in args.only) as url,
+        ):
             config["broker"] += f": {broker.title}"
             for size in args.sizes:
                 size_dir = workdir / f"size-{size}"
-                run, text, ok = bench_size(args, broker.bootstrap, size, size_dir)
+                run, text, ok = bench_size(args, broker.bootstrap, url, size, size_dir)
                 all_ok &= ok
                 print(text, flush=True)
                 texts.append(text)

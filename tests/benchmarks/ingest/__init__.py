@@ -1,8 +1,8 @@
 """The ingest benchmark's parts (bench_ingest.py is its command line).
 
 measure: one contender process, its wall clock, CPU and RSS. contenders: what each contender
-runs. produce: the records. throughput, freshness: the two phases. results: figures and medians.
-report: tables and the environment.
+runs. produce: the records. avro_records: the Avro contender's records and registry.
+throughput, freshness: the two phases. results: figures and medians. report: tables and JSON.
 """
 
 from __future__ import annotations

@@ -25,12 +25,13 @@ CONTENDERS = (
     "raw-shared",
     "waxlake-eo",
     "waxlake-alo",
+    "waxlake-avro",
     "peer-bytewax",
     "peer-quix",
     "peer-spark",
 )
 RAW_CONTENDERS = ("raw", "raw-shared")  # read only: no table
-WAXLAKE_CONTENDERS = ("waxlake-eo", "waxlake-alo")  # timings from the job's log
+WAXLAKE_CONTENDERS = ("waxlake-eo", "waxlake-alo", "waxlake-avro")  # timings from the job's log
 DELTA_CONTENDERS = ("waxlake-eo", "waxlake-alo", "peer-bytewax", "peer-quix")  # freshness
 QUIX_VENV = BENCH_DIR / ".venv-quix"
 QUIX_VERSION = "3.28.1"
@@ -47,6 +48,7 @@ class Target:
     partitions: int
     root: Path
     report: Path  # the timings JSON a non-waxlake contender writes
+    registry_url: str | None = None
 
     @property
     def uri(self) -> Path:
@@ -78,7 +80,7 @@ def raw_command(target: Target, shared: bool) -> Command:
 
 def waxlake_command(name: str, target: Target, epoch_s: int, bounded: bool) -> Command:
     """The documented job: `python -m bytewax.run FLOW -r <root>/_recovery -s N -b 0`."""
-    flow = "flows.kafka_to_delta:flow"
+    flow = "flows.registry_to_delta:flow" if name == "waxlake-avro" else "flows.kafka_to_delta:flow"
     argv = [sys.executable, "-m", "bytewax.run", flow, "-r", str(target.root / "_recovery")]
     argv += ["-s", str(epoch_s), "-b", "0"]
     env = {
@@ -91,6 +93,10 @@ def waxlake_command(name: str, target: Target, epoch_s: int, bounded: bool) -> C
         "WAXLAKE_STOP_AT_END": "1" if bounded else "0",
         "WAXLAKE_LOG_LEVEL": "INFO",
     }
+    if name == "waxlake-avro":
+        if target.registry_url is None:
+            raise ValueError("waxlake-avro needs a schema registry")
+        env["WAXLAKE_SCHEMA_REGISTRY_URL"] = target.registry_url
     return argv, env
 
 

@@ -1,4 +1,4 @@
-"""What the benchmark prints and keeps: Markdown tables and the environment."""
+"""What the benchmark prints and keeps: Markdown tables, the Avro goal, the environment."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from tests.benchmarks import spark_setup
 from tests.benchmarks.ingest import REPO
 from tests.benchmarks.ingest.contenders import quix_python
 from tests.benchmarks.ingest.results import Freshness, Result
+
+# The Avro flow's goal against the raw flow on records of the same size (the issue's).
+AVRO_MIN_RATE_RATIO = 0.7
+AVRO_MAX_CPU_RATIO = 2.0
 
 
 def fmt(value: float | int | None, digits: int = 0) -> str:
@@ -84,6 +88,42 @@ def freshness_table(results: Sequence[Freshness]) -> str:
     return render_table(headers, rows)
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def avro_vs_raw_flow(results: Sequence[Result]) -> dict[str, Any] | None:
+    """waxlake-avro's rec/s and CPU/rec as multiples of waxlake-eo's, against the goal."""
+    by_name = {r.contender: r for r in results}
+    avro, raw = by_name.get("waxlake-avro"), by_name.get("waxlake-eo")
+    if avro is None or raw is None:
+        return None
+    out: dict[str, Any] = {
+        "rate_whole": _ratio(avro.records_per_s_whole, raw.records_per_s_whole),
+        "rate_steady": _ratio(avro.records_per_s_steady, raw.records_per_s_steady),
+        "cpu_whole": _ratio(avro.cpu_us_per_record, raw.cpu_us_per_record),
+        "cpu_steady": _ratio(avro.cpu_us_per_record_steady, raw.cpu_us_per_record_steady),
+        "goal": {"min_rate_ratio": AVRO_MIN_RATE_RATIO, "max_cpu_ratio": AVRO_MAX_CPU_RATIO},
+    }
+    rate, cpu = out["rate_steady"], out["cpu_steady"]
+    out["goal_met"] = (
+        None
+        if rate is None or cpu is None
+        else rate >= AVRO_MIN_RATE_RATIO and cpu <= AVRO_MAX_CPU_RATIO
+    )
+    return out
+
+
+def avro_line(ratio: dict[str, Any]) -> str:
+    verdict = {True: "met", False: "NOT met", None: "unknown"}[ratio["goal_met"]]
+    return (
+        f"waxlake-avro / waxlake-eo: rec/s {fmt(ratio['rate_steady'], 2)}x steady "
+        f"({fmt(ratio['rate_whole'], 2)}x whole), CPU/rec {fmt(ratio['cpu_steady'], 2)}x steady "
+        f"({fmt(ratio['cpu_whole'], 2)}x whole); goal >= {AVRO_MIN_RATE_RATIO}x rec/s and "
+        f"<= {AVRO_MAX_CPU_RATIO}x CPU/rec (steady): {verdict}"
+    )
+
+
 def _git(*args: str) -> str:
     done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True)
     return done.stdout.strip()
@@ -91,7 +131,7 @@ def _git(*args: str) -> str:
 
 def environment_info() -> dict[str, Any]:
     """Versions and the commit measured, for the JSON."""
-    packages = ("bytewax", "confluent-kafka", "deltalake", "pyarrow", "polars")
+    packages = ("bytewax", "confluent-kafka", "deltalake", "pyarrow", "polars", "polars-avro")
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
