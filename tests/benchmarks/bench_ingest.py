@@ -71,7 +71,7 @@ if str(HERE.parents[1]) not in sys.path:  # run as a script: make `tests` import
 
 from connectors.local_broker import create_topic, start_broker  # noqa: E402
 from tests.benchmarks import spark_setup  # noqa: E402
-from tests.benchmarks.ingest import report  # noqa: E402
+from tests.benchmarks.ingest import goals, report  # noqa: E402
 from tests.benchmarks.ingest.avro_records import produce_avro  # noqa: E402
 from tests.benchmarks.ingest.contenders import (  # noqa: E402
     CONTENDERS,
@@ -232,6 +232,11 @@ def bench_size(
         f"{run['produce_records_per_s']:,.0f} rec/s; waxlake -s {args.epoch_seconds}{of_runs})\n"
         + report.throughput_table(medians)
     )
+    if any(r.contender == goals.FLOOR for r in medians):
+        ratios = goals.against_floor(runs)
+        run["against_floor"] = ratios
+        run["goals"] = goals.verdicts(size, medians, ratios)
+        text += "\n\n" + goals.floor_table(ratios) + "\n" + "\n".join(run["goals"])
     if ratio := report.avro_vs_raw_flow(medians):
         run["avro_vs_raw_flow"] = ratio
         run["avro_vs_raw_flow_runs"] = [report.avro_vs_raw_flow(r) for r in runs]
