@@ -381,7 +381,7 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 
 _LOG_TIME = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
-_READING = re.compile(_LOG_TIME + r" INFO connectors\.kafka\.source: reading ")
+_READING = re.compile(_LOG_TIME + r" INFO connectors\.kafka\.(?:source|reader): reading ")
 _COMMITTED = re.compile(
     _LOG_TIME + r" INFO connectors\.delta\.sink: committed .*?(\d+) rows written, .*, (\d+) ms$"
 )
