@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # OffsetSpec: re-exported
+    AdminClient,
+    OffsetSpec,
+)
 
 from connectors.config import ConfigError, Settings
 
@@ -115,3 +119,29 @@ def list_partitions(
             f"{settings.bootstrap_servers}; create them first (waxlake never auto-creates topics)"
         )
     return partitions
+
+
+def watermarks(
+    settings: Settings, admin: AdminClient, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(log start, end) of many partitions in two ListOffsets requests per broker, the end as the
+    job's consumers see it (under read_committed the last stable offset), like a consumer's
+    `get_watermark_offsets`, which takes a round trip per partition."""
+    wanted = [TopicPartition(topic, p) for topic, p in partitions]
+    if not wanted:
+        return {}
+    level = settings.kafka_config.get("isolation.level", "read_committed")  # as consumer_config
+    isolation = (
+        IsolationLevel.READ_UNCOMMITTED
+        if level.lower() == "read_uncommitted"
+        else IsolationLevel.READ_COMMITTED
+    )
+    ends: list[dict[tuple[str, int], int]] = []
+    specs = (OffsetSpec.earliest(), OffsetSpec.latest())  # type: ignore[no-untyped-call]
+    for spec in specs:
+        futures = admin.list_offsets(
+            {tp: spec for tp in wanted}, isolation_level=isolation, request_timeout=30
+        )
+        ends.append({(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()})
+    low, high = ends
+    return {key: (low[key], high[key]) for key in low}
