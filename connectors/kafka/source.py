@@ -11,6 +11,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from bytewax.inputs import FixedPartitionedSource
+from confluent_kafka import KafkaException
 
 from connectors.batch import KafkaBatch
 from connectors.config import Settings
@@ -60,13 +61,19 @@ class Worker:
             starts = self._resolver.resolve(consumer, {r.key: r.resume_state for r in readers})
             fetch = {r.key: r.begin(starts[r.key]) for r in readers}
             if self._settings.stop_at_end:
-                ends = self._resolver.watermarks(list(fetch))
-                PROGRESS.add_to_read(
-                    sum(high - max(starts[k].next_offset, low) for k, (low, high) in ends.items())
-                )
+                self._count_to_read({k: starts[k].next_offset for k in fetch})
         finally:
             self._resolver.close()
         self.shared.assign(fetch)
+
+    def _count_to_read(self, starts: dict[tuple[str, int], int]) -> None:
+        """A bounded run's progress bar: the records between each start and its log's end."""
+        try:
+            ends = self._resolver.watermarks(list(starts))
+        except KafkaException as exc:  # only the progress bar needs them
+            log.warning("could not read the partitions' ends for the progress bar: %s", exc)
+            return
+        PROGRESS.add_to_read(sum(high - max(starts[key], low) for key, (low, high) in ends.items()))
 
 
 class KafkaSource(FixedPartitionedSource[KafkaBatch, int | None]):
