@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     commit_retries: int = Field(default=20, ge=1)
     recovery_partitions: int = Field(default=1, gt=0)
     max_record_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    parquet_compression: str = Field(
+        default="lz4_raw", pattern=r"^(uncompressed|snappy|gzip|brotli|lz4_raw|zstd)(:\d+)?$"
+    )
     compact_every_commits: int = Field(default=100, ge=0)
     compact_target_bytes: int = Field(default=128 * 1024 * 1024, gt=0)
     vacuum_every_commits: int = Field(default=1000, ge=0)
@@ -128,6 +131,7 @@ class Settings(BaseSettings):
             vacuum_retention_hours=self.vacuum_retention_hours,
             checkpoint_interval=self.checkpoint_interval,
             log_retention=self.log_retention,
+            parquet_compression=self.parquet_compression,
         )
 
     def initial_offset(self) -> str:

@@ -10,7 +10,9 @@ New fields are inferred and added to the table (additive schema evolution).
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -86,24 +88,41 @@ class JsonDecoder:
         return split.reject(values, bad, "InvalidJson", "value is not valid UTF-8")
 
     def _decode(self, values: pa.ChunkedArray) -> tuple[list[pa.StructArray], dict[int, str]]:
-        """Decode in order; returns the decoded chunks and {row index: error} of rejected rows."""
+        """Decode in order; returns the decoded chunks and {row index: error} of rejected rows.
+
+        A batch that fails is checked record by record (JSON syntax, and the known fields'
+        types: cheap, mostly in C), so that many bad records cost one pass instead of a
+        bisection each; what Arrow still rejects is bisected, down to single records."""
         chunks: list[pa.StructArray] = []
         bad: dict[int, str] = {}
 
-        def visit(start: int, stop: int) -> None:
-            if start == stop:
+        def visit(rows: list[int], checked: pa.Schema | None) -> None:
+            if not rows:
                 return
             try:
-                chunks.append(self._parse(values.slice(start, stop - start)))
+                chunks.append(self._parse(values.take(pa.array(rows, pa.int64()))))
+                return
             except pa.ArrowInvalid as exc:
-                if stop - start == 1:
-                    bad[start] = _message(exc)
+                if len(rows) == 1:
+                    bad[rows[0]] = _message(exc)
                     return
-                middle = (start + stop) // 2
-                visit(start, middle)
-                visit(middle, stop)
+            if checked != self.fields:  # not checked yet with the fields known now
+                part = values.take(pa.array(rows, pa.int64()))
+                parsed = _parse_each(part)
+                # Fields seen here for the first time take the type most records give them,
+                # not the type of whichever record Arrow happens to parse first.
+                self.fields = _with_majority_types(self.fields, parsed)
+                checked = self.fields
+                broken = {rows[i]: why for i, why in _record_errors(parsed, checked).items()}
+                if broken:
+                    bad.update(broken)
+                    visit([r for r in rows if r not in broken], checked)
+                    return
+            middle = len(rows) // 2
+            visit(rows[:middle], checked)
+            visit(rows[middle:], checked)
 
-        visit(0, len(values))
+        visit(list(range(len(values))), None)
         return chunks, bad
 
     def _parse(self, values: pa.ChunkedArray) -> pa.StructArray:
@@ -138,6 +157,100 @@ class JsonDecoder:
             parts.append(pa.table(columns))
         rows = pa.concat_tables(parts)
         return rows.sort_by([("partition", "ascending"), ("offset", "ascending")])
+
+
+def _parse_each(values: pa.ChunkedArray) -> list[object]:
+    """Each value parsed by Python's parser (lenient on control characters, as Arrow's is), or
+    the error (a ValueError) where it is not JSON."""
+    parsed: list[object] = []
+    for value in values.to_pylist():
+        try:
+            parsed.append(json.loads(value, strict=False))
+        except ValueError as exc:
+            parsed.append(exc)
+    return parsed
+
+
+_MAJORITY = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _is_timestamp(text: str) -> bool:
+    """ISO 8601 date-time, as Arrow's JSON reader infers a timestamp from a string."""
+    if len(text) < 19 or text[10] not in "T ":
+        return False
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _with_majority_types(fields: pa.Schema, parsed: list[object]) -> pa.Schema:
+    """`fields` plus the top-level scalar fields they lack, typed as most records have them
+    (ints and floats together: double). Nested values are left for Arrow to infer."""
+    seen: dict[str, dict[type, int]] = {}
+    stamps: dict[str, bool] = {}  # field -> every string of it is a date-time
+    for record in parsed:
+        if isinstance(record, dict):
+            for name, value in record.items():
+                if name not in fields.names and type(value) in _MAJORITY:
+                    counts = seen.setdefault(name, {})
+                    counts[type(value)] = counts.get(type(value), 0) + 1
+                    if isinstance(value, str):
+                        stamps[name] = stamps.get(name, True) and _is_timestamp(value)
+    for name, counts in seen.items():
+        kind = max(counts, key=lambda t: counts[t])
+        if kind in (int, float) and int in counts and float in counts:
+            kind = float
+        arrow = _TIMESTAMP if kind is str and stamps.get(name) else _MAJORITY[kind]
+        fields = fields.append(pa.field(name, arrow))
+    return fields
+
+
+def _record_errors(parsed: list[object], fields: pa.Schema) -> dict[int, str]:
+    """{index: why} of the values that are not one JSON object, or whose known fields do not
+    fit their columns. Arrow has the last word: what passes here is still parsed, and bisected
+    if it fails."""
+    broken = {}
+    for index, record in enumerate(parsed):
+        if isinstance(record, ValueError):
+            broken[index] = f"JSON parse error: {record}"
+            continue
+        if not isinstance(record, dict):
+            broken[index] = f"the value is not a JSON object but {type(record).__name__}"
+            continue
+        for field in fields:
+            problem = _misfit(record.get(field.name), field.type)
+            if problem:
+                broken[index] = f"field {field.name!r} does not fit its column: {problem}"
+                break
+    return broken
+
+
+def _misfit(value: object, kind: pa.DataType) -> str | None:
+    """Why a JSON value cannot be a value of `kind` (None: it can, or Arrow must judge)."""
+    if value is None:
+        return None
+    if pa.types.is_integer(kind):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif pa.types.is_floating(kind):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif pa.types.is_boolean(kind):
+        ok = isinstance(value, bool)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        ok = isinstance(value, str)
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        if not isinstance(value, list):
+            return f"{kind} expected, got {type(value).__name__}"
+        return next((p for v in value if (p := _misfit(v, kind.value_type))), None)
+    elif pa.types.is_struct(kind):
+        if not isinstance(value, dict):
+            return f"{kind} expected, got {type(value).__name__}"
+        return next((p for f in kind if (p := _misfit(value.get(f.name), f.type))), None)
+    else:
+        return None
+    return None if ok else f"{kind} expected, got {type(value).__name__} {value!r:.40}"
 
 
 def read_json_objects(
@@ -213,7 +326,10 @@ def _classify(message: str) -> str:
     """TypeConflict: valid JSON whose field does not fit the table's type; else InvalidJson."""
     if "not a JSON object" in message:
         return "InvalidJson"
-    if "changed from" in message or "Failed to convert" in message or "couldn't parse" in message:
+    if any(
+        sign in message
+        for sign in ("changed from", "Failed to convert", "couldn't parse", "does not fit")
+    ):
         return "TypeConflict"
     return "InvalidJson"
 

@@ -61,7 +61,13 @@ class TableBuffer:
         rows = (
             pa.concat_tables(self.rows, promote_options="permissive") if self.rows else pa.table({})
         )
-        dead = pa.concat_tables(self.dead) if self.dead else DEAD_LETTER_SCHEMA.empty_table()
+        dead = (
+            pa.concat_tables(self.dead).sort_by(
+                [("partition", "ascending"), ("offset", "ascending")]
+            )
+            if self.dead
+            else DEAD_LETTER_SCHEMA.empty_table()
+        )
         flush = Flush(rows, dead, self.marks, self.firsts, self.records, self.bytes)
         self.rows, self.dead, self.marks, self.firsts = [], [], {}, {}
         self.row_count = self.bytes = self.records = 0

@@ -143,12 +143,14 @@ def without_dead_letters(topic: str, dead_table: DeltaTable | None, rows: pa.Tab
         )["offset"]
         if len(held):
             clash = pc.and_(pc.equal(rows["partition"], partition), pc.is_in(rows["offset"], held))
-            log.warning(
-                "%s: %d record(s) already dead letters from before a restart stay there",
-                topic,
-                pc.sum(clash).as_py(),
-            )
-            rows = rows.filter(pc.invert(clash))
+            count = pc.sum(clash).as_py() or 0
+            if count:
+                log.warning(
+                    "%s: %d record(s) already dead letters from before a restart stay there",
+                    topic,
+                    count,
+                )
+                rows = rows.filter(pc.invert(clash))
     return rows
 
 

@@ -21,8 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from deltalake import DeltaTable
+from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import DeltaError
+
+from connectors.delta.parquet import writer_properties
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ class MaintenancePolicy:
     vacuum_retention_hours: int = 168
     checkpoint_interval: int = 100
     log_retention: str = "interval 1 hours"
+    parquet_compression: str = "lz4_raw"
+
+    def writer_properties(self) -> WriterProperties:
+        return writer_properties(self.parquet_compression)
 
     def table_configuration(self) -> dict[str, str | None]:
         """Delta table properties set when waxlake creates a table.
@@ -70,7 +76,10 @@ class TableMaintenance:
             self._run("vacuum", lambda: self._vacuum(table))
 
     def _compact(self, table: DeltaTable) -> str:
-        metrics = table.optimize.compact(target_size=self._policy.compact_target_bytes)
+        metrics = table.optimize.compact(
+            target_size=self._policy.compact_target_bytes,
+            writer_properties=self._policy.writer_properties(),
+        )
         return f"{metrics.get('numFilesRemoved', 0)} files into {metrics.get('numFilesAdded', 0)}"
 
     def _vacuum(self, table: DeltaTable) -> str:

@@ -56,11 +56,12 @@ class Mark:
 
 
 def coverage(raw: pa.Table) -> dict[int, Mark]:
-    """Per partition of `raw` (rows of each partition in offset order): its last record."""
+    """Per partition of `raw` (in any order): its last record, by offset."""
     if raw.num_rows == 0:
         return {}
     stamps = raw["timestamp"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
     data = pa.table({"partition": raw["partition"], "offset": raw["offset"], "ts": stamps})
+    data = data.sort_by([("partition", "ascending"), ("offset", "ascending")])
     grouped = data.group_by("partition", use_threads=False).aggregate(
         [("offset", "last"), ("ts", "last")]
     )

@@ -1,7 +1,11 @@
 """waxlake's Bytewax sink: one partition per table; buffers `KafkaBatch`es, commits them.
 
-A table's buffer is committed at each epoch snapshot (and before, at the size and age limits), so
-Bytewax's recovery state never runs ahead of what is durable in the table. The order of the
+A table's buffer is committed at each epoch snapshot (and before, at the size and age limits);
+the snapshot waits for every commit it covers, so Bytewax's recovery state never runs ahead of
+what is durable in the table. Commits run on a thread of the table's own, so the worker keeps
+reading (delta-rs encodes Parquet without the GIL): one flush in flight at a time, in order; a
+full buffer waits for the one before (back-pressure on the source); a failed commit fails the
+job at the next batch or snapshot. The order of the
 table write and the Kafka group commit is the guarantee (`connectors.guarantees`). Dead letters
 are written just before the rows: the table's markers decide where reading resumes, so every
 dead letter below them must already be durable.
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 import pyarrow as pa
@@ -23,10 +28,10 @@ from connectors import guarantees
 from connectors.batch import KafkaBatch, check_rule
 from connectors.config import ConfigError, Guarantee, Settings
 from connectors.delta.buffer import Flush, TableBuffer
+from connectors.delta.commit_report import report_commit
 from connectors.delta.dead_letters import (
     DEAD_LETTER_SCHEMA,
     dead_letter_uri,
-    reasons,
     without_dead_letters,
 )
 from connectors.delta.markers import Mark
@@ -76,15 +81,19 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         self._dead: DeltaTableWriter | None = None
         self._buffer = TableBuffer()
         self._group: Consumer | None = None
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"waxlake-commit-{name}")
+        self._in_flight: Future[None] | None = None
+        self._failed = False  # a commit failed: the job is stopping, commit nothing more
 
     def write_batch(self, values: list[KafkaBatch]) -> None:
+        self._check_in_flight()
         for batch in values:
             check_rule(batch, "before the sink")
             self._bind(batch.topic)
             self._buffer.add(batch)
             metrics.BUFFERED_ROWS.labels(batch.topic).set(self._buffer.row_count)
             if self._full():
-                self._flush()
+                self._flush(wait=False)
 
     def _full(self) -> bool:
         """Commit before the epoch ends: the buffer is too big, or (with a commit interval) its
@@ -98,13 +107,17 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         )
 
     def snapshot(self) -> None:
-        self._flush()
+        self._flush(wait=True)
 
     def close(self) -> None:
-        self._flush()
-        PROGRESS.close()
-        if self._group is not None:
-            self._group.close()
+        try:
+            if not self._failed:  # after a failure Bytewax closes while it unwinds: no raising
+                self._flush(wait=True)
+        finally:
+            self._committer.shutdown(wait=True)
+            PROGRESS.close()
+            if self._group is not None:
+                self._group.close()
 
     def _bind(self, topic: str) -> None:
         """A table holds the records of one topic (its markers are per partition)."""
@@ -117,12 +130,30 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
                 "holds one topic's records (its markers are per partition): route them apart"
             )
 
-    def _flush(self) -> None:
-        if not self._buffer or self._topic is None:
-            return
-        topic = self._topic
+    def _flush(self, *, wait: bool) -> None:
+        """Hand the buffer to the committer thread, after the flush before it is done."""
+        self._await_in_flight()
+        if self._buffer and self._topic is not None:
+            self._in_flight = self._committer.submit(
+                self._commit_or_fail, self._topic, self._buffer.take()
+            )
+        if wait:
+            self._await_in_flight()
+
+    def _await_in_flight(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and in_flight.exception() is not None:
+            self._failed = True
+            in_flight.result()  # a failed commit raises here, on the worker: the job stops
+
+    def _check_in_flight(self) -> None:
+        """A commit that failed in the background stops the job at the next batch."""
+        if self._in_flight is not None and self._in_flight.done():
+            self._await_in_flight()
+
+    def _commit_or_fail(self, topic: str, flush: Flush) -> None:
         try:
-            self._commit(topic, self._buffer.take())
+            self._commit(topic, flush)
         except (DeltaError, OSError, ConcurrentWriteError, KafkaException) as exc:
             raise TableWriteError(commit_failure(topic, self._uri, exc)) from exc
 
@@ -148,48 +179,9 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
             commit_group=lambda: self._commit_group(topic, flush, warn=False),
             commit_group_after=lambda: self._commit_group(topic, flush, warn=True),
         )
-        self._record(topic, flush, result, dead_result, time.perf_counter() - started)
-
-    def _record(
-        self,
-        topic: str,
-        flush: Flush,
-        result: CommitResult,
-        dead_result: CommitResult | None,
-        elapsed: float,
-    ) -> None:
-        metrics.BUFFERED_ROWS.labels(topic).set(0)
-        metrics.COMMITS.labels(topic).inc()
-        metrics.COMMIT_SECONDS.labels(topic).observe(elapsed)
-        metrics.RECORDS_WRITTEN.labels(topic).inc(result.rows_written)
-        metrics.RECORDS_SKIPPED.labels(topic).inc(result.rows_skipped)
-        if flush.rows.num_rows:
-            metrics.BYTES_WRITTEN.labels(topic).inc(
-                flush.bytes * result.rows_written // flush.rows.num_rows
-            )
-        if dead_result is not None:
-            metrics.DEAD_LETTERS.labels(topic).inc(dead_result.rows_written)
-            log.warning(
-                "%d record(s) of %s went to %s: %s",
-                dead_result.rows_written,
-                topic,
-                dead_letter_uri(self._settings.table_root, topic),
-                reasons(flush.dead),
-            )
-        PROGRESS.landed(flush.records)
-        for partition, mark in flush.marks.items():
-            metrics.LAG.set_committed(topic, partition, mark.last_offset)
-        log.info(
-            "committed %s: version %s, %d rows written, %d already there, offsets %s, %.0f ms",
-            self._uri,
-            result.version,
-            result.rows_written,
-            result.rows_skipped,
-            " ".join(
-                f"{p}:{flush.firsts[p]}-{m.last_offset}" for p, m in sorted(flush.marks.items())
-            ),
-            elapsed * 1000,
-        )
+        elapsed = time.perf_counter() - started
+        dead_uri = dead_letter_uri(self._settings.table_root, topic)
+        report_commit(topic, self._uri, dead_uri, flush, result, dead_result, elapsed)
 
     def _commit_group(self, topic: str, flush: Flush, *, warn: bool) -> None:
         """The group offsets of the topic's first table (the others would move them back).

@@ -194,6 +194,7 @@ class StateTableWriter:
                 merge_schema=True,
                 streamed_exec=False,
                 commit_properties=commit,
+                writer_properties=self._policy.writer_properties(),
             )
             .when_matched_delete(predicate=f"s.{DELETED} AND ({NEWER})")
             .when_matched_update_all(

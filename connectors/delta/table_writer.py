@@ -71,6 +71,7 @@ class DeltaTableWriter:
         self._commits_on_handle = 0
         self._topic_id = topic_id
         self._topic_id_checked = False
+        self._properties = self._policy.writer_properties()
 
     # -- handle management -------------------------------------------------
 
@@ -205,6 +206,7 @@ class DeltaTableWriter:
             mode="append",
             schema_mode=None if self.schema is not None else "merge",
             commit_properties=offsets.marker_commit(self.topic, marks) if marks else None,
+            writer_properties=self._properties,
         )
         self._committed(table)
         return CommitResult(batch.num_rows, 0, table.version(), attempt)
@@ -232,6 +234,7 @@ class DeltaTableWriter:
                 streamed_exec=False,
                 merge_schema=self.schema is None,
                 commit_properties=commit,
+                writer_properties=self._properties,
             )
             .when_not_matched_insert_all()
             .execute()

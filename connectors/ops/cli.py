@@ -1,13 +1,15 @@
-"""The `waxlake` console script: `status`, `move-marker`."""
+"""The `waxlake` console script: `status`, `move-marker`, `lab`."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from connectors.ops import move_marker as markers
 from connectors.ops import status
 from connectors.ops.command import CommandError
+from connectors.ops.lab import command as lab
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,8 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     status.add_parser(commands)
     markers.add_parser(commands)
+    lab.add_parser(commands)
     args = parser.parse_args(argv)
-    run = {"status": status.run, "move-marker": markers.run}[args.command]
+    run = {"status": status.run, "move-marker": markers.run, "lab": lab.run}[args.command]
     try:
         return run(args)
     except CommandError as exc:
@@ -25,5 +28,16 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
 
 
+def entry() -> None:
+    """The console script: `main`, then leave at once. Rust and C++ libraries (delta-rs,
+    librdkafka, Arrow) tear down their threads at interpreter exit, and one of them now and then
+    aborts there (`terminate called without an active exception`), which would turn a clean
+    exit code into SIGABRT; everything was flushed and committed by then."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -34,7 +34,11 @@ if str(REPO) not in sys.path:  # run as a script: make `connectors` and `tests` 
     sys.path.insert(0, str(REPO))
 
 from connectors.local_broker import create_topic, start_noida, start_tansu  # noqa: E402
-from tests.benchmarks import bench_ingest, spark_setup  # noqa: E402
+from tests.benchmarks import spark_setup  # noqa: E402
+from tests.benchmarks.ingest.contenders import CONTENDERS, ensure_quix_venv  # noqa: E402
+from tests.benchmarks.ingest.produce import produce_bulk  # noqa: E402
+from tests.benchmarks.ingest.report import environment_info, throughput_table  # noqa: E402
+from tests.benchmarks.ingest.throughput import run_throughput  # noqa: E402
 
 
 @dataclass
@@ -63,12 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    if unknown := sorted(set(contenders) - set(bench_ingest.CONTENDERS)):
+    if unknown := sorted(set(contenders) - set(CONTENDERS)):
         parser.error(f"unknown contender(s): {', '.join(unknown)}")
     if "peer-spark" in contenders:
         spark_setup.ensure_spark_peer()
     if "peer-quix" in contenders:
-        bench_ingest.ensure_quix_venv()
+        ensure_quix_venv()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="waxlake-bench-spark-"))
     workdir.mkdir(parents=True, exist_ok=True)
     output: dict[str, Any] = {
@@ -78,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "records": args.records,
             "partitions": args.partitions,
         },
-        "environment": bench_ingest.environment_info(),
+        "environment": environment_info(),
         "runs": [],
     }
     all_ok = True
@@ -90,21 +94,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 topic = f"bench-{size}-{uuid.uuid4().hex[:8]}"
                 create_topic(broker.bootstrap, topic, args.partitions)
                 print(f"producing {args.records:,} x {size} B to {topic} ...", end="", flush=True)
-                rate = bench_ingest.produce_bulk(
-                    broker.bootstrap, topic, args.partitions, args.records, size
-                )
+                rate = produce_bulk(broker.bootstrap, topic, args.partitions, args.records, size)
                 print(f" {rate:,.0f} rec/s", flush=True)
                 results = [
-                    bench_ingest.run_throughput(
+                    run_throughput(
                         name, broker.bootstrap, topic, args.partitions, args.records, run_dir, 5
                     )
-                    for name in bench_ingest.CONTENDERS
+                    for name in CONTENDERS
                     if name in contenders
                 ]
                 all_ok &= all(r.ok for r in results)
                 print(
                     f"\n{args.records:,} records x {size} B, {args.partitions} partitions, "
-                    f"{args.bootstrap or args.broker}\n" + bench_ingest.throughput_table(results),
+                    f"{args.bootstrap or args.broker}\n" + throughput_table(results),
                     flush=True,
                 )
                 output["runs"].append(

@@ -42,7 +42,7 @@ from connectors.local_broker import create_topic, start_tansu  # noqa: E402
 PARTITIONS = 4
 BUCKETS = 16
 COMMITTED = re.compile(r"^(\S+ \S+) INFO connectors\.delta\.sink: committed .*, (\d+) ms$", re.M)
-READING = re.compile(r"^(\S+ \S+) INFO connectors\.kafka\.source: reading ", re.M)
+READING = re.compile(r"^(\S+ \S+) INFO connectors\.kafka\.(?:source|reader): reading ", re.M)
 
 
 def key(i: int) -> bytes:

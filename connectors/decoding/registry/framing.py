@@ -122,5 +122,6 @@ def _header_guids(headers: pa.Array, header_key: str) -> dict[int, str]:
 
 def payloads(values: pa.Array, rows: np.ndarray, prefix: int) -> pa.BinaryArray:
     """The payloads of `rows` (all with the same prefix length), one binary array."""
-    chosen = values.take(pa.array(rows)).cast(pa.binary())
+    everything = len(rows) == len(values) and (len(rows) == 0 or rows[-1] == len(rows) - 1)
+    chosen = (values if everything else values.take(pa.array(rows))).cast(pa.binary())
     return pc.binary_slice(chosen, prefix, 2**31 - 1)  # no stop: pyarrow 26 mis-sizes it

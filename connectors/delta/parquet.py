@@ -1,0 +1,28 @@
+"""How waxlake writes Parquet: chosen by measurement (README, "Performance").
+
+Opaque bytes (`key`, `value`) get neither dictionaries nor statistics: neither helps a query on
+them and both cost CPU on every write. The coordinates and the timestamp keep both (queries and
+waxlake's own MERGEs prune by them). LZ4_RAW compresses fast with fast reads; ZSTD makes smaller
+files for a little more CPU; `WAXLAKE_PARQUET_COMPRESSION` picks.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, cast
+
+from deltalake import ColumnProperties, WriterProperties
+
+Codec = Literal["UNCOMPRESSED", "SNAPPY", "GZIP", "BROTLI", "LZ4", "ZSTD", "LZ4_RAW"]
+CODECS = ("uncompressed", "snappy", "gzip", "brotli", "lz4_raw", "zstd")
+OPAQUE_COLUMNS = ("key", "value")
+
+
+def writer_properties(compression: str) -> WriterProperties:
+    """`compression`: a codec of CODECS, optionally with a level (`zstd:3`)."""
+    codec, _, level = compression.partition(":")
+    opaque = ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE")
+    return WriterProperties(
+        compression=cast(Codec, codec.upper()),
+        compression_level=int(level) if level else None,
+        column_properties=dict.fromkeys(OPAQUE_COLUMNS, opaque),
+    )

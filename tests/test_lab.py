@@ -1,0 +1,155 @@
+"""`waxlake lab`: a small real lab on the session broker keeps each guarantee's promise on its
+exact counts, writes every JSON field and a picture; the counting itself is checked on tables
+with known losses and duplicates; faults a broker cannot take are refused up front."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from deltalake import write_deltalake
+
+from connectors.ops.cli import main
+from connectors.ops.lab import counting, report
+from connectors.ops.lab.workload import Acked
+
+REPO = Path(__file__).resolve().parents[1]
+GUARANTEES = ["exactly-once", "at-least-once", "at-most-once"]
+
+
+@pytest.fixture(scope="module")
+def lab(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One small lab: 20,000 records over 2 partitions, 2 faults aimed at both windows between
+    the two writes (a mid-commit SIGKILL, then one right after the table commit)."""
+    out = tmp_path_factory.mktemp("lab")
+    paths = {"json": out / "lab.json", "png": out / "lab.png", "work": out / "work"}
+    argv = [sys.executable, "-m", "connectors.ops.cli", "lab"]
+    argv += ["--bootstrap-servers", kafka_bootstrap, "--records", "20000", "--kills", "2"]
+    argv += [
+        "--partitions",
+        "2",
+        "--seed",
+        "7",
+        "--faults",
+        "sigkill-mid-commit,sigkill-after-commit",
+    ]
+    argv += [
+        "--json",
+        str(paths["json"]),
+        "--plot",
+        str(paths["png"]),
+        "--workdir",
+        str(paths["work"]),
+    ]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=400)
+    (out / "stderr.txt").write_text(done.stderr)
+    assert paths["json"].exists(), f"exit {done.returncode}:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"a promise broken or a run failed:\n{done.stdout}\n{done.stderr[-3000:]}"
+    )
+    assert "exactly-once" in done.stdout and "promise" in done.stdout  # the terminal table
+    return paths
+
+
+def results(lab: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    document = json.loads(lab["json"].read_text())
+    return {r["guarantee"]: r for r in document["results"]}
+
+
+def test_each_guarantee_keeps_its_promise(lab):
+    got = results(lab)
+    assert sorted(got) == sorted(GUARANTEES)
+    for name, r in got.items():
+        assert r["produced"] == 20_000, (name, r["produce_errors"])
+        assert r["unknown"] == 0, name
+        assert r["drain_exit"] == 0, (name, r["notes"])
+        # The counts add up: every acknowledged record is landed or lost, every extra row a copy.
+        assert r["unique"] + r["lost"] == r["produced"], name
+        assert r["rows"] == r["unique"] + r["duplicated"], name
+    assert (got["exactly-once"]["lost"], got["exactly-once"]["duplicated"]) == (0, 0)
+    assert got["at-least-once"]["lost"] == 0
+    assert got["at-most-once"]["duplicated"] == 0
+
+
+def test_json_has_every_field(lab):
+    document = json.loads(lab["json"].read_text())
+    assert {"settings", "title", "results"} <= set(document)
+    settings = document["settings"]
+    for key in ("records", "size", "partitions", "rate", "kills", "faults", "seed", "broker"):
+        assert key in settings, key
+    assert settings["seed"] == 7 and settings["kills"] == 2
+    for r in document["results"]:
+        assert tuple(r) == report.FIELDS
+        assert len(r["faults"]) == 2
+        assert r["commits"] > 0 and r["cpu_s"] > 0 and r["records_per_s"] > 0
+        assert 0 < r["latency_ms_p50"] <= r["latency_ms_p99"] <= r["latency_ms_max"]
+        assert len(r["processes"]) == 4 + r["restarts"]  # first, 2 restarts, drain (+ self-exits)
+
+
+def test_picture_is_written(lab):
+    data = lab["png"].read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 20_000  # four panels of bars and labels, not an empty canvas
+
+
+def _table(uri: Path, rows: list[tuple[int, int]], produced_ms: int) -> None:
+    stamps = pa.array([produced_ms] * len(rows), pa.timestamp("ms", "UTC"))
+    data = pa.table(
+        {
+            "partition": pa.array([p for p, _ in rows], pa.int32()),
+            "offset": pa.array([o for _, o in rows], pa.int64()),
+            "timestamp": stamps,
+        }
+    )
+    write_deltalake(str(uri), data, mode="append", partition_by=["partition"])
+
+
+def test_counts_are_exact_on_known_tables(tmp_path):
+    """Offsets 0-9 of partitions 0 and 1 acknowledged; the table lacks 0:3 and 1:7, holds 0:5
+    three times and 1:2 twice, plus 2:0 that was never acknowledged; 1:7 is a dead letter."""
+    acked = Acked()
+    for p in (0, 1):
+        for o in range(10):
+            acked.partitions.append(p)
+            acked.offsets.append(o)
+    root = tmp_path / "lake"
+    produced_ms = int(time.time() * 1000) - 500
+    first = [(p, o) for p in (0, 1) for o in range(10) if (p, o) not in ((0, 3), (1, 7))]
+    _table(root / "t", first, produced_ms)
+    _table(root / "t", [(0, 5), (0, 5), (1, 2), (2, 0)], produced_ms)
+    _table(root / "_dead_letters" / "t", [(1, 7)], produced_ms)
+
+    found = counting.landed(root, "t")
+    counts = counting.count(counting.acked_frame(acked), found.rows)
+    assert (counts.produced, counts.lost, counts.duplicated, counts.unknown) == (20, 1, 3, 1)
+    assert (counts.rows, counts.unique) == (23, 20)
+    assert found.commits == 3  # two appends to the table, one to the dead letters
+    assert counts.latencies_ms.size == 19  # each landed acknowledged record once
+    assert (counts.latencies_ms >= 400).all() and (counts.latencies_ms < 60_000).all()
+    assert isinstance(found.rows, pl.DataFrame)
+
+
+def test_broker_restart_is_refused_on_tansu(capsys):
+    code = main(["lab", "--broker", "tansu", "--faults", "sigkill,broker-restart"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("waxlake: error: --faults broker-restart")
+    assert "memory" in err[0]
+
+
+def test_plot_without_matplotlib_fails_in_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    code = main(["lab", "--broker", "tansu", "--plot", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [
+        "waxlake: error: --plot needs matplotlib, which is not installed: pip install 'waxlake[lab]'"
+    ]
+    assert not (tmp_path / "x.png").exists()
