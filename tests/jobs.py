@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
 import sys
 import threading
@@ -320,3 +322,36 @@ def wait_until_version_grows(
 
 def _grew(before: int | None, now: int | None) -> bool:
     return now is not None and (before is None or now > before)
+
+
+def versions(root: Path, tables: Sequence[str]) -> dict[str, int]:
+    """The current version of each of `tables` that exists under `root`."""
+    from deltalake import DeltaTable
+
+    out = {}
+    for name in tables:
+        uri = str(root / name)
+        if DeltaTable.is_deltatable(uri):
+            out[name] = DeltaTable(uri).version()
+    return out
+
+
+def kill_at_random(
+    env: dict[str, str],
+    recovery: Path,
+    log: Path,
+    root: Path,
+    tables: Sequence[str],
+    rng: random.Random,
+    rounds: int,
+    flow: str = "flows.kafka_to_delta:flow",
+) -> None:
+    """`rounds` times: start the job, wait until it has committed, SIGKILL it after a random
+    delay (up to 1.5 s), so kills land in the middle of reading, buffering and committing."""
+    for _ in range(rounds):
+        before = versions(root, tables)
+        proc = start_job(env, recovery, log, flow=flow)
+        wait_until_version_grows(lambda: versions(root, tables), before, proc, log)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL

@@ -20,9 +20,9 @@ from tests.jobs import (
     run_cluster,
     run_job,
     simple_items,
+    versions,
     wait_until_version_grows,
 )
-from tests.test_crash import versions
 
 
 def assert_exactly_once(root, produced: list[Record]) -> None:

@@ -10,34 +10,20 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import time
-from pathlib import Path
 
 import pytest
-from deltalake import DeltaTable
 
 from tests.jobs import (
     BackgroundProducer,
     diff,
     job_env,
+    kill_at_random,
     landed_keys,
     read_table,
     run_job,
-    start_job,
-    wait_until_version_grows,
 )
 
 KILLS = 4
-
-
-def versions(root: Path, topics: list[str]) -> dict[str, int]:
-    out = {}
-    for topic in topics:
-        uri = str(root / topic)
-        if DeltaTable.is_deltatable(uri):
-            out[topic] = DeltaTable(uri).version()
-    return out
 
 
 def mixed_json(topic: str, seq: int) -> bytes | None:
@@ -83,13 +69,7 @@ def test_sigkill_and_restart(flow, guarantee, kafka_bootstrap, topic_factory, tm
         kafka_bootstrap, topics, rate=3_000, value_for=value_for
     ).start()
     try:
-        for _ in range(KILLS):
-            before = versions(root, names)
-            proc = start_job(env, recovery, log, flow=module)
-            wait_until_version_grows(lambda: versions(root, names), before, proc, log)
-            time.sleep(rng.uniform(0.0, 1.5))
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=30) == -signal.SIGKILL
+        kill_at_random(env, recovery, log, root, names, rng, KILLS, flow=module)
     finally:
         produced = background.stop()
     final = run_job(env, recovery, flow=module)

@@ -22,9 +22,9 @@ from tests.jobs import (
     read_table,
     run_job,
     start_job,
+    versions,
     wait_until_version_grows,
 )
-from tests.test_crash import versions
 
 ROUNDS = 3
 

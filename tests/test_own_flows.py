@@ -20,13 +20,12 @@ from tests.jobs import (
     BackgroundProducer,
     diff,
     job_env,
+    kill_at_random,
     produce,
     read_table,
     run_job,
     start_job,
-    wait_until_version_grows,
 )
-from tests.test_crash import versions
 from tests.test_data_loss import last_line
 
 EXAMPLE = "flows.events_by_type:flow"
@@ -96,13 +95,7 @@ def test_routed_flow_survives_sigkills_exactly_once(kafka_bootstrap, topic_facto
     background = BackgroundProducer(kafka_bootstrap, {topic: 3}, rate=2_000, value_for=value_for)
     background.start()
     try:
-        for _ in range(3):
-            before = versions(root, TABLES)
-            proc = start_job(env, recovery, log, flow=EXAMPLE)
-            wait_until_version_grows(lambda: versions(root, TABLES), before, proc, log)
-            time.sleep(rng.uniform(0.0, 1.5))
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=30) == -signal.SIGKILL
+        kill_at_random(env, recovery, log, root, TABLES, rng, 3, flow=EXAMPLE)
     finally:
         produced = background.stop()
     final = run_job(env, recovery, flow=EXAMPLE)

@@ -12,13 +12,12 @@ import pytest
 from tests.jobs import (
     BackgroundProducer,
     diff,
+    kill_at_random,
     landed_keys,
     run_job,
     start_job,
-    wait_until_version_grows,
 )
 from tests.registry_support import FLOW, avro, produce_values, registry_env
-from tests.test_crash import versions
 from tests.test_data_loss import wait_for_marker
 from tests.test_registry_flow import V1, V2, dead_letters, table_rows
 
@@ -88,13 +87,7 @@ def test_sigkill_with_mixed_schemas_and_bad_records(
     background = BackgroundProducer(kafka_bootstrap, {topic: 2}, rate=2_000, value_for=value_for)
     background.start()
     try:
-        for _ in range(3):
-            before = versions(root, [topic])
-            proc = start_job(env, recovery, log, flow=FLOW)
-            wait_until_version_grows(lambda: versions(root, [topic]), before, proc, log)
-            time.sleep(rng.uniform(0.0, 1.5))
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=30) == -signal.SIGKILL
+        kill_at_random(env, recovery, log, root, [topic], rng, 3, flow=FLOW)
     finally:
         produced = background.stop()
     final = run_job(env, recovery, flow=FLOW)

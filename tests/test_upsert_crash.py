@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import time
 
-from tests.jobs import BackgroundProducer, job_env, run_job, start_job, wait_until_version_grows
-from tests.test_crash import versions
+from tests.jobs import (
+    BackgroundProducer,
+    job_env,
+    kill_at_random,
+    run_job,
+)
 from tests.test_upsert_flow import FLOW, replay, state
 
 KEYS = 300
@@ -48,13 +50,7 @@ def test_sigkill_and_restart_keeps_the_state_exact(kafka_bootstrap, topic_factor
         partition_for=partition_for,
     ).start()
     try:
-        for _ in range(4):
-            before = versions(root, [topic])
-            proc = start_job(env, recovery, log, flow=FLOW)
-            wait_until_version_grows(lambda: versions(root, [topic]), before, proc, log)
-            time.sleep(rng.uniform(0.0, 1.5))
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=30) == -signal.SIGKILL
+        kill_at_random(env, recovery, log, root, [topic], rng, 4, flow=FLOW)
     finally:
         produced = background.stop()
     final = run_job(env, recovery, flow=FLOW)

@@ -18,23 +18,19 @@ fence `txn` and is made against the snapshot the markers were read from, so a se
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError
 
 from connectors.config import Settings
 from connectors.decoding.state_changes import BUCKET, DELETED, key_columns, latest_per_key
 from connectors.delta import markers as offsets
+from connectors.delta.conflicts import retry_conflicts
 from connectors.delta.maintenance import MaintenancePolicy, TableMaintenance
 from connectors.delta.sink import WriterFactory
 from connectors.delta.table_writer import CommitResult, above_markers
-from connectors.errors import ConcurrentWriteError
-from connectors.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +85,17 @@ class StateTableWriter:
         self, changes: pa.Table, marks: Mapping[int, offsets.Mark] | None = None
     ) -> CommitResult:
         marks = offsets.coverage(changes) if marks is None else marks
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                table = self.current()
-                if table is None:
-                    table = self._create(changes.schema)
-                return self._merge(table, changes, marks, attempt)
-            except CommitFailedError as exc:
-                metrics.COMMIT_CONFLICTS.labels(self.topic).inc()
-                if attempt == self._max_attempts:
-                    raise ConcurrentWriteError(
-                        f"{self.uri}: gave up after {attempt} conflicting commits: {exc}"
-                    ) from exc
-                log.warning(
-                    "%s: commit conflict (attempt %d), retrying: %s", self.uri, attempt, exc
-                )
-                self._table = None
-                time.sleep(min(0.05 * attempt, 1.0) * random.random())
-        raise AssertionError("unreachable")
+
+        def commit(attempt: int) -> CommitResult:
+            table = self.current()
+            if table is None:
+                table = self._create(changes.schema)
+            return self._merge(table, changes, marks, attempt)
+
+        return retry_conflicts(self.uri, self.topic, self._max_attempts, commit, self._reopen)
+
+    def _reopen(self) -> None:
+        self._table = None
 
     def _create(self, schema: pa.Schema) -> DeltaTable:
         columns = pa.schema([f for f in schema if f.name != DELETED])

@@ -11,22 +11,18 @@ zombie instance) makes the commit fail with `CommitFailedError`; we then refresh
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError
 
 from connectors.delta import markers as offsets
+from connectors.delta.conflicts import retry_conflicts
 from connectors.delta.maintenance import MaintenancePolicy, TableMaintenance
-from connectors.errors import ConcurrentWriteError
 from connectors.kafka import topic_ids
 from connectors.kafka.records import PARTITION_COLUMNS, SCHEMA
-from connectors.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -111,34 +107,25 @@ class DeltaTableWriter:
     ) -> CommitResult:
         if self.schema is not None and batch.num_columns and batch.schema != self.schema:
             batch = batch.cast(self.schema)
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                table = self._fresh_table()
-                if table is None:
-                    if not batch.num_columns:  # nothing to land yet, no columns to create
-                        return CommitResult(0, 0, None, attempt)
-                    table = self._create(batch.schema)
-                if not batch.num_columns:  # only markers to move (every record went elsewhere)
-                    batch = pa.schema(table.schema().to_arrow()).empty_table()
-                self._check_topic_id(table)
-                if marks is None:
-                    return self._append(table, batch, None, attempt)
-                return self._upsert(table, batch, marks, attempt)
-            except CommitFailedError as exc:
-                metrics.COMMIT_CONFLICTS.labels(self.topic).inc()
-                if attempt == self._max_attempts:
-                    raise ConcurrentWriteError(
-                        f"{self.uri}: gave up after {attempt} conflicting commits: {exc}"
-                    ) from exc
-                log.warning(
-                    "%s: commit conflict (attempt %d), refreshing and retrying: %s",
-                    self.uri,
-                    attempt,
-                    exc,
-                )
-                self._table = None  # re-open: the conflict may come from a re-created table
-                time.sleep(min(0.05 * attempt, 1.0) * random.random())
-        raise AssertionError("unreachable")
+
+        def commit(attempt: int) -> CommitResult:
+            nonlocal batch
+            table = self._fresh_table()
+            if table is None:
+                if not batch.num_columns:  # nothing to land yet, no columns to create
+                    return CommitResult(0, 0, None, attempt)
+                table = self._create(batch.schema)
+            if not batch.num_columns:  # only markers to move (every record went elsewhere)
+                batch = pa.schema(table.schema().to_arrow()).empty_table()
+            self._check_topic_id(table)
+            if marks is None:
+                return self._append(table, batch, None, attempt)
+            return self._upsert(table, batch, marks, attempt)
+
+        return retry_conflicts(self.uri, self.topic, self._max_attempts, commit, self._reopen)
+
+    def _reopen(self) -> None:
+        self._table = None  # re-open: the conflict may come from a re-created table
 
     def _check_topic_id(self, table: DeltaTable) -> None:
         """Stamp the table with the Kafka topic ID it is filled from, once; refuse another."""
