@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
@@ -27,7 +27,7 @@ class ErrorLogger:
     are raised by the source when it polls.
     """
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str | Callable[[], str]) -> None:
         self._what = what
         self._last: dict[int, float] = {}
 
@@ -37,10 +37,13 @@ class ErrorLogger:
             return
         self._last[error.code()] = now
         level = logging.ERROR if error.fatal() else logging.WARNING
-        log.log(level, "%s: Kafka error (librdkafka retries with backoff): %s", self._what, error)
+        what = self._what if isinstance(self._what, str) else self._what()
+        log.log(level, "%s: Kafka error (librdkafka retries with backoff): %s", what, error)
 
 
-def consumer_config(settings: Settings, *, what: str, **overrides: Any) -> dict[str, Any]:
+def consumer_config(
+    settings: Settings, *, what: str | Callable[[], str], **overrides: Any
+) -> dict[str, Any]:
     """Consumer settings: waxlake's defaults, then the user's `WAXLAKE_KAFKA_CONFIG`, then ours.
 
     Offsets are never committed automatically: the sink commits them at the point the chosen
@@ -61,7 +64,9 @@ def consumer_config(settings: Settings, *, what: str, **overrides: Any) -> dict[
     return config
 
 
-def make_consumer(settings: Settings, *, what: str, **overrides: Any) -> Consumer:
+def make_consumer(
+    settings: Settings, *, what: str | Callable[[], str], **overrides: Any
+) -> Consumer:
     """A consumer; an invalid librdkafka setting becomes a ConfigError naming it."""
     try:
         return Consumer(consumer_config(settings, what=what, **overrides))

@@ -70,10 +70,18 @@ class SharedConsumer:
 
     Used by one Bytewax worker thread only, like the readers that hold it: no locking."""
 
-    def __init__(self, settings: Settings, what: str) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self._buffers: dict[Key, list[Message]] = {}
+        self._limit = settings.max_poll_records
+        self._paused: set[Key] = set()
+        self._buffered = 0
+        self._members = 0
+        self._drained = True
+        self.gated = False
+        self.polls = 0  # consume() calls, for tests and the benchmark
         self.consumer = make_consumer(
             settings,
-            what=what,
+            what=self.describe,
             # End-of-partition events: where bounded runs stop, how offsets without records
             # (transaction markers) at the end are covered, and how a log that now ends before
             # the table's marker shows (on brokers whose high watermark is unreliable).
@@ -81,14 +89,14 @@ class SharedConsumer:
             **{"enable.partition.eof": True, "auto.offset.reset": "error"},
             **_prefetch(settings),
         )
-        self._limit = settings.max_poll_records
-        self._buffers: dict[Key, list[Message]] = {}
-        self._paused: set[Key] = set()
-        self._buffered = 0
-        self._members = 0
-        self._drained = True
-        self.gated = False
-        self.polls = 0  # consume() calls, for tests and the benchmark
+
+    def describe(self) -> str:
+        """What the consumer reads, for its log lines: "source t[0], t[1], t[2] and 8 more"."""
+        names = [f"{topic}[{p}]" for topic, p in self._buffers]
+        if not names:
+            return "source (no partitions yet)"
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        return "source " + ", ".join(names[:3]) + more
 
     def join(self) -> None:
         """A reader will use this consumer; `leave()` when it is done."""
@@ -204,7 +212,7 @@ class SharedConsumer:
                 self._buffers[key].append(message)
                 self._buffered += 1
             return
-        where = f"the consumer of {len(self._buffers)} partition(s)"
+        where = f"the consumer of {self.describe()}"
         if is_fatal(error):
             raise KafkaFatalError(
                 f"{where}: Kafka error {error.name()}: {error.str()}; check the broker and "

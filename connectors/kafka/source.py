@@ -40,9 +40,7 @@ class Worker:
 
     def __init__(self, settings: Settings, tables: Mapping[str, Sequence[str]]) -> None:
         self._settings = settings
-        self.shared = SharedConsumer(
-            settings, what=f"source (worker thread {threading.get_ident()})"
-        )
+        self.shared = SharedConsumer(settings)
         self._resolver = StartResolver(settings, tables)
         self._waiting: list[KafkaPartitionReader] = []
 

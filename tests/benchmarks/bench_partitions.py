@@ -155,7 +155,7 @@ def job_argv(root: Path, epoch_s: int) -> list[str]:
 
 
 def job_env(bootstrap: str, topics: list[str], root: Path, bounded: bool) -> dict[str, str]:
-    from tests.benchmarks.bench_ingest import base_env
+    from tests.benchmarks.ingest.contenders import base_env
 
     return {
         **base_env(),
