@@ -2,7 +2,9 @@
 
 It also keeps each partition's origin: where the job first started reading a partition that had
 no position (a new table), committed before the first record is read, so that a crash before
-anything landed still leaves a position whose loss can be told.
+anything landed still leaves a position whose loss can be told. The origins a job needs for a
+topic are recorded together, in one commit (one per partition would make the first start of a
+job over a thousand partitions take minutes).
 
 Integrity rule: every lost offset is in exactly one recorded gap, however often the loss is seen
 again (a replay after a crash sees the same gap, often wider: retention kept deleting). Before
@@ -15,14 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import CommitFailedError, DeltaError
 
 from connectors.delta import markers as offsets
 
@@ -129,30 +131,60 @@ class GapLog:
             return sum(last - first + 1 for first, last in parts)
         raise AssertionError("unreachable")
 
-    def origin(self, partition: int, resolve: Callable[[], int]) -> int:
-        """The partition's recorded origin; the first time, `resolve()` it and record it."""
-        app = f"{offsets.app_id(self._topic, partition)}:origin"
+    def origins(
+        self, partitions: Sequence[int], resolve: Callable[[list[int]], Mapping[int, int]]
+    ) -> dict[int, int]:
+        """Each partition's recorded origin. Those without one are `resolve()`d and recorded
+        together: one commit for all of them (a `txn` per partition), against the snapshot that
+        showed them missing, so an instance that recorded some first makes this one conflict
+        and re-read. A new table is created with them in its first version."""
         for attempt in range(1, _ATTEMPTS + 1):
-            table = self._table()
-            known = table.transaction_version(app)
-            if known is not None:
+            table = offsets.open_table(self.uri, self._storage or {})
+            known = {} if table is None else self._known_origins(table, partitions)
+            missing = [p for p in partitions if p not in known]
+            if not missing:
                 return known
-            offset = resolve()
+            found = resolve(missing)
+            resolved = {p: int(found[p]) for p in missing}
+            commit = CommitProperties(
+                app_transactions=[
+                    Transaction(app_id=self._origin_app(p), version=o) for p, o in resolved.items()
+                ]
+            )
             try:
-                write_deltalake(
-                    table,
-                    GAP_SCHEMA.empty_table(),
-                    mode="append",
-                    commit_properties=CommitProperties(
-                        app_transactions=[Transaction(app_id=app, version=offset)]
-                    ),
+                if table is None:
+                    DeltaTable.create(
+                        self.uri,
+                        GAP_SCHEMA,
+                        mode="error",
+                        storage_options=self._storage,
+                        commit_properties=commit,
+                    )
+                else:
+                    write_deltalake(
+                        table, GAP_SCHEMA.empty_table(), mode="append", commit_properties=commit
+                    )
+            except DeltaError as exc:
+                # Another instance recorded origins (or created the table) first: re-read.
+                lost_race = isinstance(exc, CommitFailedError) or (
+                    table is None and offsets.open_table(self.uri, self._storage or {}) is not None
                 )
-            except CommitFailedError:  # another instance recorded one first: use it
-                if attempt == _ATTEMPTS:
+                if attempt == _ATTEMPTS or not lost_race:
                     raise
                 continue
-            return offset
+            return known | resolved
         raise AssertionError("unreachable")
+
+    def _origin_app(self, partition: int) -> str:
+        return f"{offsets.app_id(self._topic, partition)}:origin"
+
+    def _known_origins(self, table: DeltaTable, partitions: Sequence[int]) -> dict[int, int]:
+        known = {}
+        for partition in partitions:
+            version = table.transaction_version(self._origin_app(partition))
+            if version is not None:
+                known[partition] = version
+        return known
 
     def _table(self) -> DeltaTable:
         table = offsets.open_table(self.uri, self._storage or {})

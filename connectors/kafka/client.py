@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # OffsetSpec: re-exported
+    AdminClient,
+    OffsetSpec,
+)
 
 from connectors.config import ConfigError, Settings
 
@@ -23,7 +27,7 @@ class ErrorLogger:
     are raised by the source when it polls.
     """
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str | Callable[[], str]) -> None:
         self._what = what
         self._last: dict[int, float] = {}
 
@@ -33,10 +37,13 @@ class ErrorLogger:
             return
         self._last[error.code()] = now
         level = logging.ERROR if error.fatal() else logging.WARNING
-        log.log(level, "%s: Kafka error (librdkafka retries with backoff): %s", self._what, error)
+        what = self._what if isinstance(self._what, str) else self._what()
+        log.log(level, "%s: Kafka error (librdkafka retries with backoff): %s", what, error)
 
 
-def consumer_config(settings: Settings, *, what: str, **overrides: Any) -> dict[str, Any]:
+def consumer_config(
+    settings: Settings, *, what: str | Callable[[], str], **overrides: Any
+) -> dict[str, Any]:
     """Consumer settings: waxlake's defaults, then the user's `WAXLAKE_KAFKA_CONFIG`, then ours.
 
     Offsets are never committed automatically: the sink commits them at the point the chosen
@@ -57,7 +64,9 @@ def consumer_config(settings: Settings, *, what: str, **overrides: Any) -> dict[
     return config
 
 
-def make_consumer(settings: Settings, *, what: str, **overrides: Any) -> Consumer:
+def make_consumer(
+    settings: Settings, *, what: str | Callable[[], str], **overrides: Any
+) -> Consumer:
     """A consumer; an invalid librdkafka setting becomes a ConfigError naming it."""
     try:
         return Consumer(consumer_config(settings, what=what, **overrides))
@@ -115,3 +124,29 @@ def list_partitions(
             f"{settings.bootstrap_servers}; create them first (waxlake never auto-creates topics)"
         )
     return partitions
+
+
+def watermarks(
+    settings: Settings, admin: AdminClient, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(log start, end) of many partitions in two ListOffsets requests per broker, the end as the
+    job's consumers see it (under read_committed the last stable offset), like a consumer's
+    `get_watermark_offsets`, which takes a round trip per partition."""
+    wanted = [TopicPartition(topic, p) for topic, p in partitions]
+    if not wanted:
+        return {}
+    level = settings.kafka_config.get("isolation.level", "read_committed")  # as consumer_config
+    isolation = (
+        IsolationLevel.READ_UNCOMMITTED
+        if level.lower() == "read_uncommitted"
+        else IsolationLevel.READ_COMMITTED
+    )
+    ends: list[dict[tuple[str, int], int]] = []
+    specs = (OffsetSpec.earliest(), OffsetSpec.latest())  # type: ignore[no-untyped-call]
+    for spec in specs:
+        futures = admin.list_offsets(
+            {tp: spec for tp in wanted}, isolation_level=isolation, request_timeout=30
+        )
+        ends.append({(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()})
+    low, high = ends
+    return {key: (low[key], high[key]) for key in low}

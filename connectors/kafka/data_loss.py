@@ -17,7 +17,6 @@ marker): the record at the marker must be the one that landed there, judged by i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from connectors.config import OnDataLoss, Settings
@@ -100,10 +99,6 @@ class PartitionGuard:
             "offsets are being reused; WAXLAKE_ON_DATA_LOSS cannot skip this. Land into a new "
             f"WAXLAKE_TABLE_ROOT, or see {README_SECTION} for `waxlake move-marker`"
         )
-
-    def origin(self, resolve: Callable[[], int]) -> int:
-        """Where a partition with no position starts: recorded the first time (see gaps.py)."""
-        return self._gap_log().origin(self._partition, resolve)
 
     def _gap_log(self) -> GapLog:
         if self._gaps is None:

@@ -8,11 +8,16 @@ from collections.abc import Iterable, Mapping
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 
-def group_offsets(consumer: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-    """The group's committed next offset per partition, where it has one."""
-    wanted = [TopicPartition(topic, p) for p in partitions]
+def group_offsets(
+    consumer: Consumer, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The group's committed next offset per (topic, partition), where it has one; one request
+    for all of them."""
+    wanted = [TopicPartition(topic, p) for topic, p in partitions]
+    if not wanted:
+        return {}
     committed = consumer.committed(wanted, timeout=30)
-    return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+    return {(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0}
 
 
 def commit_group_offsets(consumer: Consumer, topic: str, next_offsets: Mapping[int, int]) -> None:

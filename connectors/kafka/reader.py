@@ -1,19 +1,19 @@
-"""Reads one Kafka partition into `KafkaBatch`es: a poll at a time, with the data-loss checks."""
+"""Reads one Kafka partition into `KafkaBatch`es: a poll at a time, with the data-loss checks.
+
+The partition's messages come from the consumer its worker shares (`SharedConsumer`); its start
+position is worked out with the worker's other partitions (`connectors.kafka.starts`) when the
+worker first reads, so building a thousand readers costs no broker round trips.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pyarrow as pa
 from bytewax.inputs import StatefulSourcePartition
-from confluent_kafka import (
-    Consumer,
-    KafkaError,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from connectors.batch import KafkaBatch
 from connectors.config import Settings
@@ -21,97 +21,108 @@ from connectors.delta.dead_letters import Split, reject_oversized
 from connectors.errors import KafkaFatalError
 from connectors.kafka.data_loss import PartitionGuard
 from connectors.kafka.records import SCHEMA, messages_to_batch
+from connectors.kafka.shared_consumer import SharedConsumer, is_fatal
+from connectors.kafka.starts import StartPosition
 from connectors.ops import metrics
-from connectors.ops.progress import PROGRESS
 from connectors.ops.shutdown import STOP
 
 log = logging.getLogger(__name__)
 
-_IDLE_BACKOFF = timedelta(milliseconds=20)
-
-# Errors that describe the state of the fetch, not a broken job: librdkafka keeps retrying.
-_TRANSIENT = {
-    KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN,
-    KafkaError._TIMED_OUT,
-    KafkaError._RESOLVE,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.NETWORK_EXCEPTION,
-}
-
-
-@dataclass(frozen=True)
-class StartPosition:
-    """Where a partition's reader starts: `next_offset`. `landed` (offset, Kafka timestamp): the
-    last record that landed in the table, read again to check it is still that record."""
-
-    next_offset: int
-    landed: tuple[int, int] | None = None
-    marker: int | None = None  # everything up to it has landed (exactly-once)
-
 
 class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
-    """Reads one Kafka partition with `assign()`; its resume state is the next offset to read."""
+    """Reads one Kafka partition; its resume state is the next offset to read.
+
+    `start_all()` starts this reader and the others of its worker that wait (see `begin`)."""
 
     def __init__(
         self,
         settings: Settings,
-        consumer: Consumer,
+        shared: SharedConsumer,
         topic: str,
         partition: int,
-        start: StartPosition,
+        resume_state: int | None,
         guard: PartitionGuard,
+        start_all: Callable[[], None],
     ) -> None:
         self._topic = topic
         self._partition = partition
-        self._max_records = settings.max_poll_records
+        self._key = (topic, partition)
         self._max_record_bytes = settings.max_record_bytes
         self._stop_at_end = settings.stop_at_end
-        self._next_offset = start.next_offset
-        self._landed = start.landed
-        self._landed_through = -1 if start.marker is None else start.marker
+        self._next_offset = resume_state  # until it starts: what it would resume from
+        self._landed: tuple[int, int] | None = None
+        self._landed_through = -1
         self._guard = guard
+        self._started = False
         self._at_end = False
+        self._empty_polls = 0
         self._awake: datetime | None = None
-        self._consumer = consumer
+        self._shared = shared
+        self._start_all = start_all
         self._watermark_tp = TopicPartition(topic, partition)
-        first = start.next_offset
-        if start.landed is not None:
-            first = min(first, start.landed[0])
-        self._assign(first)
         self._records_read = metrics.RECORDS_READ.labels(topic)
         self._bytes_read = metrics.BYTES_READ.labels(topic)
         metrics.RECORDS_LOST.labels(topic, str(partition))
-        metrics.LAG.set_committed(topic, partition, start.next_offset - 1)
-        if settings.stop_at_end:
-            low, high = self._consumer.get_watermark_offsets(self._watermark_tp, timeout=10)
-            PROGRESS.add_to_read(high - max(start.next_offset, low))
-        log.info("reading %s[%d] from offset %d", topic, partition, start.next_offset)
+        shared.join()
 
-    def _assign(self, offset: int) -> None:
-        self._consumer.assign([TopicPartition(self._topic, self._partition, offset)])
+    @property
+    def key(self) -> tuple[str, int]:
+        return self._key
+
+    @property
+    def waiting(self) -> bool:
+        """Built, not started yet: `resume_state` is what Bytewax gave it."""
+        return not self._started
+
+    @property
+    def resume_state(self) -> int | None:
+        return self._next_offset
+
+    def begin(self, start: StartPosition) -> int:
+        """Take the start position; return the offset to fetch from (the last landed record
+        first, when there is one to check)."""
+        self._started = True
+        self._next_offset = start.next_offset
+        self._landed = start.landed
+        self._landed_through = -1 if start.marker is None else start.marker
+        metrics.LAG.set_committed(self._topic, self._partition, start.next_offset - 1)
+        log.info("reading %s[%d] from offset %d", self._topic, self._partition, start.next_offset)
+        if start.landed is not None:
+            return min(start.next_offset, start.landed[0])
+        return start.next_offset
 
     def next_batch(self) -> list[KafkaBatch]:
         if self._at_end or STOP.is_set():
+            self._shared.unassign(self._key)
             raise StopIteration
-        messages = self._consumer.consume(self._max_records, 0)
+        if not self._started:
+            self._start_all()
+        messages = self._shared.take(self._key)
         if not messages:
-            self._awake = datetime.now(UTC) + _IDLE_BACKOFF
+            # Back off further only while the whole consumer has nothing to fetch.
+            self._empty_polls = self._empty_polls + 1 if self._shared.idle else 0
+            delay = self._shared.idle_delay(self._empty_polls)
+            self._awake = datetime.now(UTC) + delay if delay else None
             return []
+        self._empty_polls = 0
         self._awake = None
         data = [m for m in messages if m.error() is None]
         if self._landed is not None and data:
             self._check_landed(data)
-        if data and (data[0].offset() or 0) < self._next_offset:  # re-read to check, not land
-            data = [m for m in data if (m.offset() or 0) >= self._next_offset]
+        start = self._position
+        if data and (data[0].offset() or 0) < start:  # re-read to check, not land
+            data = [m for m in data if (m.offset() or 0) >= start]
         out = [self._to_batch(data)] if data else []
         if len(data) != len(messages):
             covered = self._check_errors(messages)
             if covered is not None:
                 out.append(covered)
         return out
+
+    @property
+    def _position(self) -> int:
+        assert self._next_offset is not None  # set by begin()
+        return self._next_offset
 
     def _check_landed(self, data: list[Message]) -> None:
         """When the last landed record comes by (unless compacted away), compare it."""
@@ -132,7 +143,8 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
         records = pa.Table.from_batches([messages_to_batch(self._topic, self._partition, data)])
         self._records_read.inc(records.num_rows)
         self._bytes_read.inc(records.nbytes)
-        _, high = self._consumer.get_watermark_offsets(self._watermark_tp, cached=True)
+        consumer = self._shared.consumer
+        _, high = consumer.get_watermark_offsets(self._watermark_tp, cached=True)
         metrics.LAG.set_end(self._topic, self._partition, max(high, self._next_offset))
         split = Split(rows=records)
         rows = reject_oversized(split, records, self._max_record_bytes)
@@ -142,10 +154,11 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
     def _covered_to(self, end: int) -> KafkaBatch | None:
         """The partition ends at `end`: offsets before it with no record (transaction markers)
         are covered too, so the group offset reaches the end (lag 0 in Kafka's tools)."""
-        if end <= self._next_offset:
+        start = self._position
+        if end <= start:
             return None
         empty = SCHEMA.empty_table()
-        batch = KafkaBatch(self._topic, self._partition, self._next_offset, end - 1, empty, empty)
+        batch = KafkaBatch(self._topic, self._partition, start, end - 1, empty, empty)
         self._next_offset = end
         return batch
 
@@ -168,10 +181,10 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
                     self._at_end = True
                 continue
             if error.code() == KafkaError._AUTO_OFFSET_RESET:
-                self._out_of_range(message)
+                self._out_of_range()
                 continue
             where = f"topic {self._topic} partition {self._partition}"
-            if error.fatal() or not (error.retriable() or error.code() in _TRANSIENT):
+            if is_fatal(error):
                 raise KafkaFatalError(
                     f"{where}: Kafka error {error.name()}: {error.str()}; check the broker and "
                     "WAXLAKE_KAFKA_CONFIG (security, ACLs), then restart the job: nothing was "
@@ -180,16 +193,16 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
             log.warning("Kafka error reading %s (retrying): %s", where, error.str())
         return covered
 
-    def _out_of_range(self, message: Message) -> None:
+    def _out_of_range(self) -> None:
         """librdkafka could not fetch our position (`auto.offset.reset=error`): decide."""
         self._landed = None  # the marker's record is gone; what matters is the next offset
-        needed = max(self._next_offset, self._landed_through + 1)  # not yet landed anywhere
-        low, high = self._consumer.get_watermark_offsets(
+        needed = max(self._position, self._landed_through + 1)  # not yet landed anywhere
+        low, high = self._shared.consumer.get_watermark_offsets(
             self._watermark_tp, timeout=10, cached=False
         )
         resume = self._guard.out_of_range(needed, low, high)
         self._next_offset = resume
-        self._assign(resume)
+        self._shared.seek(self._key, resume)
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -198,4 +211,4 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
         return self._next_offset
 
     def close(self) -> None:
-        self._consumer.close()
+        self._shared.leave(self._key)

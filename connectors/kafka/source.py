@@ -1,25 +1,26 @@
-"""waxlake's Bytewax source: one partition per (topic, Kafka partition), one batch per poll."""
+"""waxlake's Bytewax source: one partition per (topic, Kafka partition), one batch per poll.
+
+The partitions a worker builds share one consumer and are started together (`Worker`), so a job
+over a thousand partitions has a handful of threads, not thousands, and starts in seconds.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 
 from bytewax.inputs import FixedPartitionedSource
-from confluent_kafka import (
-    Consumer,
-    TopicPartition,
-)
-from deltalake import DeltaTable
+from confluent_kafka import KafkaException
 
-from connectors import guarantees
 from connectors.batch import KafkaBatch
-from connectors.config import Guarantee, Settings
-from connectors.delta import markers as offsets
-from connectors.kafka import group_offsets
-from connectors.kafka.client import list_partitions, make_consumer
+from connectors.config import Settings
+from connectors.kafka.client import list_partitions
 from connectors.kafka.data_loss import PartitionGuard
-from connectors.kafka.reader import KafkaPartitionReader, StartPosition
+from connectors.kafka.reader import KafkaPartitionReader
+from connectors.kafka.shared_consumer import SharedConsumer
+from connectors.kafka.starts import StartResolver
+from connectors.ops.progress import PROGRESS
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,45 @@ def part_key(topic: str, partition: int) -> str:
 def parse_part_key(key: str) -> tuple[str, int]:
     topic, _, partition = key.rpartition("#")
     return topic, int(partition)
+
+
+class Worker:
+    """What the partitions one Bytewax worker builds share: the consumer, and their start."""
+
+    def __init__(self, settings: Settings, tables: Mapping[str, Sequence[str]]) -> None:
+        self._settings = settings
+        self.shared = SharedConsumer(settings)
+        self._resolver = StartResolver(settings, tables)
+        self._waiting: list[KafkaPartitionReader] = []
+
+    def add(self, reader: KafkaPartitionReader) -> None:
+        self._waiting.append(reader)
+
+    def start_all(self) -> None:
+        """Start every reader built and not started yet: their positions together, then one
+        assignment of all of them to the shared consumer."""
+        readers, self._waiting = self._waiting, []
+        readers = [r for r in readers if r.waiting]
+        if not readers:
+            return
+        consumer = self.shared.consumer
+        try:
+            starts = self._resolver.resolve(consumer, {r.key: r.resume_state for r in readers})
+            fetch = {r.key: r.begin(starts[r.key]) for r in readers}
+            if self._settings.stop_at_end:
+                self._count_to_read({k: starts[k].next_offset for k in fetch})
+        finally:
+            self._resolver.close()
+        self.shared.assign(fetch)
+
+    def _count_to_read(self, starts: dict[tuple[str, int], int]) -> None:
+        """A bounded run's progress bar: the records between each start and its log's end."""
+        try:
+            ends = self._resolver.watermarks(list(starts))
+        except KafkaException as exc:  # only the progress bar needs them
+            log.warning("could not read the partitions' ends for the progress bar: %s", exc)
+            return
+        PROGRESS.add_to_read(sum(high - max(starts[key], low) for key, (low, high) in ends.items()))
 
 
 class KafkaSource(FixedPartitionedSource[KafkaBatch, int | None]):
@@ -48,7 +88,8 @@ class KafkaSource(FixedPartitionedSource[KafkaBatch, int | None]):
     ) -> None:
         self._settings = settings
         self._tables = {t: list((tables or {}).get(t, [t])) for t in settings.topics}
-        self._opened: dict[str, DeltaTable | None] = {}
+        self._workers: dict[int, Worker] = {}
+        self._lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
         return [
@@ -61,71 +102,18 @@ class KafkaSource(FixedPartitionedSource[KafkaBatch, int | None]):
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> KafkaPartitionReader:
         topic, partition = parse_part_key(for_part)
-        settings = self._settings
-        consumer = make_consumer(
-            settings,
-            what=f"source {topic}[{partition}]",
-            # End-of-partition events: where bounded runs stop, how offsets without records
-            # (transaction markers) at the end are covered, and how a log that now ends before
-            # the table's marker shows (on brokers whose high watermark is unreliable).
-            **{"enable.partition.eof": True, "auto.offset.reset": "error"},
+        worker = self._worker()
+        guard = PartitionGuard(self._settings, topic, partition)
+        reader = KafkaPartitionReader(
+            self._settings, worker.shared, topic, partition, resume_state, guard, worker.start_all
         )
-        guard = PartitionGuard(settings, topic, partition)
-        start = self._start(consumer, guard, topic, partition, resume_state)
-        return KafkaPartitionReader(settings, consumer, topic, partition, start, guard)
+        worker.add(reader)
+        return reader
 
-    def _start(
-        self,
-        consumer: Consumer,
-        guard: PartitionGuard,
-        topic: str,
-        partition: int,
-        resume_state: int | None,
-    ) -> StartPosition:
-        guarantee = self._settings.guarantee
-        marker, landed = None, None
-        if guarantee is Guarantee.EXACTLY_ONCE:
-            marker, landed = self._lowest_marker(topic, partition)
-        group = None
-        if guarantee is not Guarantee.EXACTLY_ONCE:
-            group = group_offsets.group_offsets(consumer, topic, [partition]).get(partition)
-        start = guarantees.start_offset(
-            guarantee, table_marker=marker, resume_state=resume_state, group_offset=group
-        )
-        if start is None:  # no position at all: the policy decides, once, durably
-            return StartPosition(
-                guard.origin(lambda: self._policy_offset(consumer, topic, partition))
-            )
-        return StartPosition(start, landed, marker)
-
-    def _lowest_marker(
-        self, topic: str, partition: int
-    ) -> tuple[int | None, tuple[int, int] | None]:
-        """The lowest marker of the topic's tables that have one, and its last record read."""
-        found = []
-        for name in self._tables[topic]:
-            table = self._table(name)
-            if table is None:
-                continue
-            marker = offsets.table_markers(table, topic, [partition]).get(partition)
-            if marker is not None:
-                found.append((marker, offsets.table_fingerprint(table, topic, partition)))
-        if not found:
-            return None, None
-        return min(found, key=lambda pair: pair[0])
-
-    def _policy_offset(self, consumer: Consumer, topic: str, partition: int) -> int:
-        """`auto.offset.reset` for a partition with no position: its log start or its end."""
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(topic, partition), timeout=10, cached=False
-        )
-        return int(high if self._settings.initial_offset() == "latest" else low)
-
-    def _table(self, name: str) -> DeltaTable | None:
-        """A table, opened once per worker (every partition of it needs its markers)."""
-        if name not in self._opened:
-            settings = self._settings
-            self._opened[name] = offsets.open_table(
-                settings.table_uri(name), settings.storage_options
-            )
-        return self._opened[name]
+    def _worker(self) -> Worker:
+        """The calling Bytewax worker thread's `Worker` (it builds and reads its partitions)."""
+        thread = threading.get_ident()
+        with self._lock:
+            if thread not in self._workers:
+                self._workers[thread] = Worker(self._settings, self._tables)
+            return self._workers[thread]

@@ -1,0 +1,120 @@
+"""Where each partition of a worker starts reading, worked out for all of them at once.
+
+Per partition this is cheap (a table marker, a group offset), but a round trip to the broker or a
+Delta commit per partition is not: a first run over 1,000 partitions spent minutes recording
+origins one commit each. So a worker's partitions are started together: group offsets in one
+request, log starts and ends in one ListOffsets request per broker, and the origins of a topic's
+new partitions in one commit (`GapLog.origins`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
+from deltalake import DeltaTable
+
+from connectors import guarantees
+from connectors.config import Guarantee, Settings
+from connectors.delta import markers as offsets
+from connectors.delta.gaps import GapLog
+from connectors.kafka import group_offsets
+from connectors.kafka.client import make_admin, watermarks
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class StartPosition:
+    """Where a partition's reader starts: `next_offset`. `landed` (offset, Kafka timestamp): the
+    last record that landed in the table, read again to check it is still that record."""
+
+    next_offset: int
+    landed: tuple[int, int] | None = None
+    marker: int | None = None  # everything up to it has landed (exactly-once)
+
+
+class StartResolver:
+    """Start positions of one worker's partitions. Under exactly-once a partition resumes from
+    its Bytewax resume state (consistent with every table and every stateful step), else after
+    the lowest of its tables' markers; with no position at all, at its recorded origin."""
+
+    def __init__(self, settings: Settings, tables: Mapping[str, Sequence[str]]) -> None:
+        self._settings = settings
+        self._tables = tables
+        self._opened: dict[str, DeltaTable | None] = {}
+        self._admin: AdminClient | None = None
+
+    def resolve(
+        self, consumer: Consumer, resume: Mapping[Key, int | None]
+    ) -> dict[Key, StartPosition]:
+        """The start of every partition in `resume` (partition -> its Bytewax resume state)."""
+        guarantee = self._settings.guarantee
+        group: dict[Key, int] = {}
+        if guarantee is not Guarantee.EXACTLY_ONCE:
+            group = group_offsets.group_offsets(consumer, list(resume))
+        starts: dict[Key, StartPosition] = {}
+        without: dict[str, list[int]] = {}
+        for key, state in resume.items():
+            marker, landed = None, None
+            if guarantee is Guarantee.EXACTLY_ONCE:
+                marker, landed = self._lowest_marker(*key)
+            start = guarantees.start_offset(
+                guarantee, table_marker=marker, resume_state=state, group_offset=group.get(key)
+            )
+            if start is None:
+                without.setdefault(key[0], []).append(key[1])
+            else:
+                starts[key] = StartPosition(start, landed, marker)
+        for topic, partitions in without.items():  # no position at all: decided once, durably
+            gaps = GapLog(self._settings.table_root, topic, self._settings.storage_options)
+            origins = gaps.origins(partitions, functools.partial(self._policy, topic))
+            starts.update({(topic, p): StartPosition(o) for p, o in origins.items()})
+        return starts
+
+    def watermarks(self, keys: Sequence[Key]) -> dict[Key, tuple[int, int]]:
+        """(log start, end) of each partition, in one request per broker."""
+        if self._admin is None:
+            self._admin = make_admin(self._settings)
+        return watermarks(self._settings, self._admin, keys)
+
+    def close(self) -> None:
+        self._admin = None  # its threads end when it is collected
+        self._opened.clear()
+
+    def _policy(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """`auto.offset.reset` for partitions with no position: their log start or end."""
+        latest = self._settings.initial_offset() == "latest"
+        found = self.watermarks([(topic, p) for p in partitions])
+        return {p: found[(topic, p)][1 if latest else 0] for p in partitions}
+
+    def _lowest_marker(
+        self, topic: str, partition: int
+    ) -> tuple[int | None, tuple[int, int] | None]:
+        """The lowest marker of the topic's tables that have one, and its last record read."""
+        found = []
+        for name in self._tables[topic]:
+            table = self._table(name)
+            if table is None:
+                continue
+            marker = offsets.table_markers(table, topic, [partition]).get(partition)
+            if marker is not None:
+                found.append((marker, offsets.table_fingerprint(table, topic, partition)))
+        if not found:
+            return None, None
+        return min(found, key=lambda pair: pair[0])
+
+    def _table(self, name: str) -> DeltaTable | None:
+        """A table, opened once (every partition of it needs its markers)."""
+        if name not in self._opened:
+            settings = self._settings
+            self._opened[name] = offsets.open_table(
+                settings.table_uri(name), settings.storage_options
+            )
+        return self._opened[name]
