@@ -2,10 +2,10 @@
 
 A table's buffer is committed at each epoch snapshot (and before, at the size and age limits);
 the snapshot waits for every commit it covers, so Bytewax's recovery state never runs ahead of
-what is durable in the table. Commits run on a thread of the table's own, so the worker keeps
-reading (delta-rs encodes Parquet without the GIL): one flush in flight at a time, in order; a
-full buffer waits for the one before (back-pressure on the source); a failed commit fails the
-job at the next batch or snapshot. The order of the
+what is durable in the table. Commits run on commit threads the tables share (`SharedClients`),
+so the worker keeps reading (delta-rs encodes Parquet without the GIL): one flush of a table in
+flight at a time, in order; a full buffer waits for the one before (back-pressure on the
+source); a failed commit fails the job at the next batch or snapshot. The order of the
 table write and the Kafka group commit is the guarantee (`connectors.guarantees`). Dead letters
 are written just before the rows: the table's markers decide where reading resumes, so every
 dead letter below them must already be durable.
@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Protocol
 
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import KafkaException
 from deltalake.exceptions import DeltaError
 
 from connectors import guarantees
@@ -35,10 +35,10 @@ from connectors.delta.dead_letters import (
     without_dead_letters,
 )
 from connectors.delta.markers import Mark
+from connectors.delta.shared_clients import SharedClients
 from connectors.delta.table_writer import CommitResult, DeltaTableWriter
 from connectors.errors import ConcurrentWriteError, TableWriteError, commit_failure
-from connectors.kafka import group_offsets, topic_ids
-from connectors.kafka.client import make_consumer
+from connectors.kafka import topic_ids
 from connectors.ops import metrics
 from connectors.ops.progress import PROGRESS
 
@@ -70,6 +70,7 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         name: str,
         owns_group: Callable[[str], bool],
         make_writer: WriterFactory | None,
+        shared: SharedClients,
     ) -> None:
         self._settings = settings
         self._name = name
@@ -80,8 +81,8 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         self._writer: TableWriter | None = None
         self._dead: DeltaTableWriter | None = None
         self._buffer = TableBuffer()
-        self._group: Consumer | None = None
-        self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"waxlake-commit-{name}")
+        self._shared = shared
+        shared.join()
         self._in_flight: Future[None] | None = None
         self._failed = False  # a commit failed: the job is stopping, commit nothing more
 
@@ -114,10 +115,8 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
             if not self._failed:  # after a failure Bytewax closes while it unwinds: no raising
                 self._flush(wait=True)
         finally:
-            self._committer.shutdown(wait=True)
+            self._shared.leave()
             PROGRESS.close()
-            if self._group is not None:
-                self._group.close()
 
     def _bind(self, topic: str) -> None:
         """A table holds the records of one topic (its markers are per partition)."""
@@ -134,7 +133,7 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         """Hand the buffer to the committer thread, after the flush before it is done."""
         self._await_in_flight()
         if self._buffer and self._topic is not None:
-            self._in_flight = self._committer.submit(
+            self._in_flight = self._shared.submit(
                 self._commit_or_fail, self._topic, self._buffer.take()
             )
         if wait:
@@ -189,7 +188,7 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         if not self._owns_group(self._name):
             return
         try:
-            group_offsets.commit_group_offsets(self._group_consumer(), topic, flush.next_offsets())
+            self._shared.commit_group_offsets(topic, flush.next_offsets())
         except KafkaException as exc:
             if not warn:
                 raise
@@ -226,11 +225,6 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
             )
         return self._writer, self._dead
 
-    def _group_consumer(self) -> Consumer:
-        if self._group is None:
-            self._group = make_consumer(self._settings, what="group offsets")
-        return self._group
-
 
 class DeltaSink(FixedPartitionedSink[KafkaBatch, None]):
     """One sink partition per table, so each table has exactly one committer in the cluster.
@@ -249,6 +243,7 @@ class DeltaSink(FixedPartitionedSink[KafkaBatch, None]):
     ) -> None:
         self._settings = settings
         self._make_writer = make_writer
+        self._shared = SharedClients(settings)
         per_topic = {t: list((tables or {}).get(t, [t])) for t in settings.topics}
         self._tables = sorted({n for names in per_topic.values() for n in names})
         self._group_owners = {names[0] for names in per_topic.values() if names}
@@ -276,5 +271,9 @@ class DeltaSink(FixedPartitionedSink[KafkaBatch, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> TableSinkPartition:
         return TableSinkPartition(
-            self._settings, for_part, lambda name: name in self._group_owners, self._make_writer
+            self._settings,
+            for_part,
+            lambda name: name in self._group_owners,
+            self._make_writer,
+            self._shared,
         )

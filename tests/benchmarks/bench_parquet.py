@@ -10,8 +10,9 @@ Writes the job's own record rows (topic, partition, offset, timestamp, key, valu
   <codec>            waxlake's properties (no dictionary, no statistics on key and value) with
                      that codec: lz4_raw (the default), zstd:1, snappy, uncompressed
 
-Values are either random bytes (what the ingest benchmark produces: nothing to compress) or
-JSON documents (repeated field names, numbers, short strings: what most topics carry). Reported
+Values are either `pool`, what the ingest benchmark produces (slices of one pool of random bytes
+at 4,096 offsets: few distinct values, so dictionaries and codecs find long repeats), or `json`,
+distinct JSON documents (repeated field names, numbers, short strings: what most topics carry). Reported
 per setting: CPU microseconds per row of the write calls (process CPU: delta-rs encodes on its
 own threads), bytes on disk per row, and the reads a user makes afterwards: `pl.read_delta` of
 the whole table and a `pl.scan_delta` filtered on (partition, offset), wall ms.
@@ -48,7 +49,7 @@ CALL_ROWS = 250_000
 PARTITIONS = 4
 
 
-def random_values(size: int, rows: int) -> list[bytes]:
+def pool_values(size: int, rows: int) -> list[bytes]:
     pool = os.urandom(size + 4096)
     return [pool[i % 4096 : i % 4096 + size] for i in range(rows)]
 
@@ -143,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Parquet writer benchmark (see the docstring).")
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--sizes", default="200,1024")
-    parser.add_argument("--values", default="random,json", help="random, json or both")
+    parser.add_argument("--values", default="pool,json", help="pool, json or both")
     parser.add_argument("--json", type=Path, default=REPO / "tests/benchmarks/results/parquet.json")
     args = parser.parse_args(argv)
-    makers = {"random": random_values, "json": json_values}
+    makers = {"pool": pool_values, "json": json_values}
     results = []
     for kind in args.values.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
