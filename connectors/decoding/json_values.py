@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from connectors.columns import one_array
 from connectors.config import ConfigError, Settings
 from connectors.decoding.base import (
     METADATA_COLUMNS,
@@ -96,16 +97,20 @@ class JsonDecoder:
         chunks: list[pa.StructArray] = []
         bad: dict[int, str] = {}
 
-        def visit(rows: list[int], checked: pa.Schema | None) -> None:
+        # A loop over a stack, not a recursive closure: the closure's reference cycle kept
+        # every batch's values and decoded arrays alive until a full garbage collection.
+        pending: list[tuple[list[int], pa.Schema | None]] = [(list(range(len(values))), None)]
+        while pending:
+            rows, checked = pending.pop()
             if not rows:
-                return
+                continue
             try:
                 chunks.append(self._parse(values.take(pa.array(rows, pa.int64()))))
-                return
+                continue
             except pa.ArrowInvalid as exc:
                 if len(rows) == 1:
                     bad[rows[0]] = _message(exc)
-                    return
+                    continue
             if checked != self.fields:  # not checked yet with the fields known now
                 part = values.take(pa.array(rows, pa.int64()))
                 parsed = _parse_each(part)
@@ -116,13 +121,10 @@ class JsonDecoder:
                 broken = {rows[i]: why for i, why in _record_errors(parsed, checked).items()}
                 if broken:
                     bad.update(broken)
-                    visit([r for r in rows if r not in broken], checked)
-                    return
-            middle = len(rows) // 2
-            visit(rows[:middle], checked)
-            visit(rows[middle:], checked)
-
-        visit(list(range(len(values))), None)
+                    pending.append(([r for r in rows if r not in broken], checked))
+                    continue
+            middle = len(rows) // 2  # the first half next: chunks stay in row order
+            pending += [(rows[middle:], checked), (rows[:middle], checked)]
         return chunks, bad
 
     def _parse(self, values: pa.ChunkedArray) -> pa.StructArray:
@@ -166,8 +168,8 @@ def _parse_each(values: pa.ChunkedArray) -> list[object]:
     for value in values.to_pylist():
         try:
             parsed.append(json.loads(value, strict=False))
-        except ValueError as exc:
-            parsed.append(exc)
+        except ValueError as exc:  # without its traceback, whose frames would hold `parsed`
+            parsed.append(exc.with_traceback(None))
     return parsed
 
 
@@ -259,8 +261,7 @@ def read_json_objects(
     """Parse every value as one JSON object of type `struct`, in one call (ArrowInvalid if any
     does not fit). Each value is wrapped as `{"v": <value>}`, one line each, so whatever a value
     holds it is exactly one line of one document. `unexpected`: "infer" or "ignore" fields."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+    values = one_array(values)
     lines = pc.binary_join_element_wise(b'{"v":', values, b"}\n", b"")
     offsets = pa.Array.from_buffers(
         pa.int32(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset
@@ -276,7 +277,7 @@ def read_json_objects(
         newlines_in_values=True,
     )
     table = pj.read_json(pa.BufferReader(data), parse_options=options)
-    column = table.column("v").combine_chunks() if table.num_rows else pa.array([], struct)
+    column = one_array(table.column("v")) if table.num_rows else pa.array([], struct)
     if table.num_rows != len(values):
         raise pa.ArrowInvalid(f"decoded {table.num_rows} rows from {len(values)} values")
     if column.null_count:

@@ -57,13 +57,19 @@ def read_framing(values: pa.Array, headers: pa.Array, header_key: str) -> Framin
     values = values.cast(pa.binary())
     offsets, data = _buffers(values)
     starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets)
-    pad = np.concatenate([data, np.zeros(GUID_PREFIX, np.uint8)])  # reads past short values
-    magic = np.where(lengths > 0, pad[starts], 255)
+
+    def byte(i: int) -> np.ndarray:
+        """Byte i of every value (0 past a short value's end; its length rules it out)."""
+        at = starts + i
+        inside = at < len(data)
+        return np.where(inside, data[np.where(inside, at, 0)] if len(data) else 0, 0)
+
+    magic = np.where(lengths > 0, byte(0), 255)
     ids = (
-        (pad[starts + 1].astype(np.int64) << 24)
-        | (pad[starts + 2].astype(np.int64) << 16)
-        | (pad[starts + 3].astype(np.int64) << 8)
-        | pad[starts + 4].astype(np.int64)
+        (byte(1).astype(np.int64) << 24)
+        | (byte(2).astype(np.int64) << 16)
+        | (byte(3).astype(np.int64) << 8)
+        | byte(4).astype(np.int64)
     )
     in_header = _header_guids(headers, header_key)
     header_rows = np.zeros(len(values), bool)

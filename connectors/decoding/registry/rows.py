@@ -11,6 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.columns import one_array
 from connectors.config import ConfigError, Settings
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, DecoderFactory
 from connectors.decoding.registry.decoder import (
@@ -63,7 +64,7 @@ class RegistryDecoder:
             rows, keys, _ = self._keys.decode(rows, split)
             for field in self._keys.fields:
                 columns[f"{KEY_PREFIX}{field.name}"] = keys.field(field.name)
-        values = rows["__values"].combine_chunks()
+        values = one_array(rows["__values"])
         table = pa.table(
             {
                 **{name: rows[name] for name in METADATA_COLUMNS},
@@ -85,7 +86,7 @@ def _in_order(table: pa.Table) -> bool:
     """One partition, offsets increasing: the rows of a one-schema poll need no sort."""
     if table.num_rows < 2:
         return True
-    offsets = table["offset"].combine_chunks()
+    offsets = one_array(table["offset"])
     same = pc.all(pc.equal(table["partition"], table["partition"][0])).as_py()
     steps = pc.pairwise_diff(offsets).slice(1)
     return bool(same and pc.all(pc.greater(steps, 0)).as_py())
