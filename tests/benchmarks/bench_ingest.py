@@ -9,9 +9,10 @@ Kafka broker from Maven jars, needing java 17+ and mvn), and for each record siz
 and 1 KB) produces 1,000,000 records over 4 partitions to one topic, then runs, each in its own
 process and each reading that topic from offset 0 into a fresh table:
 
-  raw            the floor: a raw confluent-kafka read with the job's own fetch parallelism, one
-                 consumer per partition polled in turn from one thread, reading key, value, offset
-  raw-shared     the same read through one consumer for all partitions (a weaker floor)
+  raw            the floor: a raw confluent-kafka read, one consumer per partition polled in turn
+                 from one thread (the job's fetch shape before its partitions shared a consumer),
+                 reading key, value, offset
+  raw-shared     the same read through one consumer for all partitions, librdkafka's defaults
   waxlake-eo     waxlake, exactly-once, bounded run (WAXLAKE_STOP_AT_END=1), as documented
   waxlake-alo    the same, at-least-once
   waxlake-avro   flows.registry_to_delta, exactly-once, bounded, over as many Confluent-framed
