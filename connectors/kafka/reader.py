@@ -18,10 +18,9 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 from connectors.batch import KafkaBatch
 from connectors.config import Settings
 from connectors.delta.dead_letters import Split, reject_oversized
-from connectors.errors import KafkaFatalError
 from connectors.kafka.data_loss import PartitionGuard
 from connectors.kafka.records import SCHEMA, messages_to_batch
-from connectors.kafka.shared_consumer import SharedConsumer, is_fatal
+from connectors.kafka.shared_consumer import SharedConsumer, fail_or_warn
 from connectors.kafka.starts import StartPosition
 from connectors.ops import metrics
 from connectors.ops.shutdown import STOP
@@ -183,14 +182,7 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
             if error.code() == KafkaError._AUTO_OFFSET_RESET:
                 self._out_of_range()
                 continue
-            where = f"topic {self._topic} partition {self._partition}"
-            if is_fatal(error):
-                raise KafkaFatalError(
-                    f"{where}: Kafka error {error.name()}: {error.str()}; check the broker and "
-                    "WAXLAKE_KAFKA_CONFIG (security, ACLs), then restart the job: nothing was "
-                    "lost, it resumes from the committed offsets"
-                )
-            log.warning("Kafka error reading %s (retrying): %s", where, error.str())
+            fail_or_warn(error, f"topic {self._topic} partition {self._partition}")
         return covered
 
     def _out_of_range(self) -> None:

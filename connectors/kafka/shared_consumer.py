@@ -65,6 +65,17 @@ def is_fatal(error: KafkaError) -> bool:
     return bool(error.fatal()) or not (error.retriable() or error.code() in TRANSIENT)
 
 
+def fail_or_warn(error: KafkaError, where: str) -> None:
+    """A fatal Kafka error stops the job with what to do; any other is logged (it is retried)."""
+    if is_fatal(error):
+        raise KafkaFatalError(
+            f"{where}: Kafka error {error.name()}: {error.str()}; check the broker and "
+            "WAXLAKE_KAFKA_CONFIG (security, ACLs), then restart the job: nothing was "
+            "lost, it resumes from the committed offsets"
+        )
+    log.warning("Kafka error on %s (retrying): %s", where, error.str())
+
+
 class SharedConsumer:
     """The consumer of one worker and the per-partition buffers it fills (see the module doc).
 
@@ -212,11 +223,4 @@ class SharedConsumer:
                 self._buffers[key].append(message)
                 self._buffered += 1
             return
-        where = f"the consumer of {self.describe()}"
-        if is_fatal(error):
-            raise KafkaFatalError(
-                f"{where}: Kafka error {error.name()}: {error.str()}; check the broker and "
-                "WAXLAKE_KAFKA_CONFIG (security, ACLs), then restart the job: nothing was "
-                "lost, it resumes from the committed offsets"
-            )
-        log.warning("Kafka error on %s (retrying): %s", where, error.str())
+        fail_or_warn(error, f"the consumer of {self.describe()}")
