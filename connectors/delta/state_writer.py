@@ -28,13 +28,12 @@ from connectors.config import Settings
 from connectors.decoding.state_changes import BUCKET, DELETED, key_columns, latest_per_key
 from connectors.delta import markers as offsets
 from connectors.delta.conflicts import retry_conflicts
-from connectors.delta.maintenance import MaintenancePolicy, TableMaintenance
+from connectors.delta.handle import TableHandle
+from connectors.delta.maintenance import MaintenancePolicy
 from connectors.delta.sink import WriterFactory
 from connectors.delta.table_writer import CommitResult, above_markers
 
 log = logging.getLogger(__name__)
-
-REOPEN_EVERY_COMMITS = 100
 
 _LATER = "(s.timestamp > t.timestamp OR (s.timestamp IS NOT NULL AND t.timestamp IS NULL))"
 _SAME_TIME = "(s.timestamp = t.timestamp OR (s.timestamp IS NULL AND t.timestamp IS NULL))"
@@ -62,21 +61,14 @@ class StateTableWriter:
         self.topic = topic
         self.schema = None  # the table's columns grow with the values' fields
         self._keys = list(key_columns)
-        self._storage = dict(storage_options or {}) or None
         self._max_attempts = max_attempts
-        self._policy = maintenance or MaintenancePolicy()
-        self._maintenance = TableMaintenance(uri, self._policy)
-        self._table: DeltaTable | None = None
-        self._commits_on_handle = 0
+        policy = maintenance or MaintenancePolicy()
+        self._handle = TableHandle(uri, storage_options, policy)
+        self._properties = policy.writer_properties()
         self._merge_rows = merge_rows
 
     def current(self) -> DeltaTable | None:
-        if self._table is not None and self._commits_on_handle < REOPEN_EVERY_COMMITS:
-            self._table.update_incremental()
-            return self._table
-        self._table = offsets.open_table(self.uri, self._storage or {})
-        self._commits_on_handle = 0
-        return self._table
+        return self._handle.current()
 
     def append(self, batch: pa.Table) -> CommitResult:
         raise NotImplementedError("current-state tables are exactly-once only")
@@ -92,25 +84,14 @@ class StateTableWriter:
                 table = self._create(changes.schema)
             return self._merge(table, changes, marks, attempt)
 
-        return retry_conflicts(self.uri, self.topic, self._max_attempts, commit, self._reopen)
-
-    def _reopen(self) -> None:
-        self._table = None
+        return retry_conflicts(
+            self.uri, self.topic, self._max_attempts, commit, self._handle.reopen
+        )
 
     def _create(self, schema: pa.Schema) -> DeltaTable:
         columns = pa.schema([f for f in schema if f.name != DELETED])
-        DeltaTable.create(
-            self.uri,
-            columns,
-            mode="ignore",
-            partition_by=[BUCKET],
-            storage_options=self._storage,
-            configuration=self._policy.table_configuration(),
-        )
+        table = self._handle.create(columns, [BUCKET])
         log.info("%s: created current-state table (keys %s)", self.uri, ", ".join(self._keys))
-        self._table = None
-        table = self.current()
-        assert table is not None
         return table
 
     def _merge(
@@ -137,7 +118,7 @@ class StateTableWriter:
             empty = pa.schema(table.schema().to_arrow()).empty_table()
             commit = self._commit(moving, fence)
             write_deltalake(table, empty, mode="append", commit_properties=commit)
-            self._committed(table)
+            self._handle.committed(table)
         applied = latest.num_rows
         return CommitResult(applied, changes.num_rows - applied, table.version(), attempt)
 
@@ -183,7 +164,7 @@ class StateTableWriter:
                 merge_schema=True,
                 streamed_exec=False,
                 commit_properties=commit,
-                writer_properties=self._policy.writer_properties(),
+                writer_properties=self._properties,
             )
             .when_matched_delete(predicate=f"s.{DELETED} AND ({NEWER})")
             .when_matched_update_all(
@@ -194,12 +175,8 @@ class StateTableWriter:
         )
         if table.version() == before:
             return False
-        self._committed(table)
+        self._handle.committed(table)
         return True
-
-    def _committed(self, table: DeltaTable) -> None:
-        self._commits_on_handle += 1
-        self._maintenance.after_commit(table)
 
 
 def state_tables(settings: Settings) -> WriterFactory:

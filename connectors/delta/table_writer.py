@@ -20,14 +20,12 @@ from deltalake import DeltaTable, write_deltalake
 
 from connectors.delta import markers as offsets
 from connectors.delta.conflicts import retry_conflicts
-from connectors.delta.maintenance import MaintenancePolicy, TableMaintenance
+from connectors.delta.handle import TableHandle
+from connectors.delta.maintenance import MaintenancePolicy
 from connectors.kafka import topic_ids
 from connectors.kafka.records import PARTITION_COLUMNS, SCHEMA
 
 log = logging.getLogger(__name__)
-
-REOPEN_EVERY_COMMITS = 100
-"""Commit latency creeps up with commits made through one handle; a fresh one keeps it flat."""
 
 
 @dataclass(frozen=True)
@@ -59,34 +57,16 @@ class DeltaTableWriter:
         self.uri = uri
         self.topic = topic
         self.schema = schema
-        self._policy = maintenance or MaintenancePolicy()
-        self._maintenance = TableMaintenance(uri, self._policy)
-        self._storage = dict(storage_options or {}) or None
+        policy = maintenance or MaintenancePolicy()
+        self._handle = TableHandle(uri, storage_options, policy)
         self._max_attempts = max_attempts
-        self._table: DeltaTable | None = None
-        self._commits_on_handle = 0
         self._topic_id = topic_id
         self._topic_id_checked = False
-        self._properties = self._policy.writer_properties()
-
-    # -- handle management -------------------------------------------------
-
-    def _fresh_table(self) -> DeltaTable | None:
-        """The table at its latest version (None if it does not exist yet)."""
-        if self._table is not None and self._commits_on_handle < REOPEN_EVERY_COMMITS:
-            self._table.update_incremental()
-            return self._table
-        self._table = offsets.open_table(self.uri, self._storage or {})
-        self._commits_on_handle = 0
-        return self._table
+        self._properties = policy.writer_properties()
 
     def current(self) -> DeltaTable | None:
         """The table at its latest version, or None if it does not exist yet."""
-        return self._fresh_table()
-
-    def _committed(self, table: DeltaTable) -> None:
-        self._commits_on_handle += 1
-        self._maintenance.after_commit(table)
+        return self._handle.current()
 
     # -- writes ------------------------------------------------------------
 
@@ -110,7 +90,7 @@ class DeltaTableWriter:
 
         def commit(attempt: int) -> CommitResult:
             nonlocal batch
-            table = self._fresh_table()
+            table = self._handle.current()
             if table is None:
                 if not batch.num_columns:  # nothing to land yet, no columns to create
                     return CommitResult(0, 0, None, attempt)
@@ -122,10 +102,9 @@ class DeltaTableWriter:
                 return self._append(table, batch, None, attempt)
             return self._upsert(table, batch, marks, attempt)
 
-        return retry_conflicts(self.uri, self.topic, self._max_attempts, commit, self._reopen)
-
-    def _reopen(self) -> None:
-        self._table = None  # re-open: the conflict may come from a re-created table
+        return retry_conflicts(
+            self.uri, self.topic, self._max_attempts, commit, self._handle.reopen
+        )
 
     def _check_topic_id(self, table: DeltaTable) -> None:
         """Stamp the table with the Kafka topic ID it is filled from, once; refuse another."""
@@ -140,18 +119,8 @@ class DeltaTableWriter:
         Creating it with its first rows would race: delta-rs retries a losing create as the next
         version, rows and markers included, without dedupe. An empty create that loses is harmless.
         """
-        DeltaTable.create(
-            self.uri,
-            schema,
-            mode="ignore",
-            partition_by=PARTITION_COLUMNS,
-            storage_options=self._storage,
-            configuration=self._policy.table_configuration(),
-        )
+        table = self._handle.create(schema, PARTITION_COLUMNS)
         log.info("%s: created table", self.uri)
-        self._table = None
-        table = self._fresh_table()
-        assert table is not None
         return table
 
     def _upsert(
@@ -195,7 +164,7 @@ class DeltaTableWriter:
             commit_properties=offsets.marker_commit(self.topic, marks) if marks else None,
             writer_properties=self._properties,
         )
-        self._committed(table)
+        self._handle.committed(table)
         return CommitResult(batch.num_rows, 0, table.version(), attempt)
 
     def _merge(self, table: DeltaTable, rows: pa.Table, partition: int, mark: offsets.Mark) -> int:
@@ -203,7 +172,7 @@ class DeltaTableWriter:
         commit = offsets.marker_commit(self.topic, {partition: mark})
         if rows.num_rows == 0:
             write_deltalake(table, rows, mode="append", commit_properties=commit)
-            self._committed(table)
+            self._handle.committed(table)
             return 0
         low = pc.min(rows["offset"]).as_py()
         high = pc.max(rows["offset"]).as_py()
@@ -230,7 +199,7 @@ class DeltaTableWriter:
         if count == 0:
             # A merge that inserts nothing makes no commit: keep the marker with an empty append.
             write_deltalake(table, rows.slice(0, 0), mode="append", commit_properties=commit)
-        self._committed(table)
+        self._handle.committed(table)
         log.info(
             "%s: merged partition %d offsets %d..%d (%d new rows; no marker before)",
             self.uri,
