@@ -138,9 +138,10 @@ def spawn(argv: Sequence[str], log_path: Path, cwd: Path) -> subprocess.Popen[by
         )
 
 
-def stop_group(process: subprocess.Popen[bytes], timeout: float, *, kill: bool = False) -> None:
+def stop_group(process: subprocess.Popen[bytes], timeout: float, *, kill: bool = False) -> bool:
     """SIGTERM (or SIGKILL) the process group led by ``process``; SIGKILL what is left after
-    ``timeout`` seconds. Returns once the whole group is gone."""
+    ``timeout`` seconds. Returns once the whole group is gone: True if it went without that
+    SIGKILL."""
     pgid = process.pid  # start_new_session=True: the leader's pid is the pgid
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL if kill else signal.SIGTERM)
@@ -157,6 +158,8 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float, *, kill: bool =
         process.wait()
         while group_alive(pgid):
             time.sleep(0.05)
+        return False
+    return True
 
 
 class LocalBroker:

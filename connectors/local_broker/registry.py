@@ -46,7 +46,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from connectors.local_broker.process import free_port, group_alive, read_tail
+from connectors.local_broker.process import free_port, read_tail, stop_group
 from connectors.local_broker.registry_install import (
     APICURIO_VERSION,
     CCOMPAT_PATH,
@@ -282,20 +282,7 @@ class LocalRegistry:
         process, self.process = self.process, None
         if process is None:
             return
-        pgid = process.pid  # start_new_session=True: the leader's pid is the group id
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=timeout)
-        while group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        clean_exit = True
-        if process.poll() is None or group_alive(pgid):
-            clean_exit = False
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            process.wait()
+        clean_exit = stop_group(process, timeout)
         self._settle_archive(clean_exit and process.returncode in (0, 143, -signal.SIGTERM))
 
     def close(self) -> None:
