@@ -300,6 +300,36 @@ class BackgroundProducer:
         return self.recorder.records
 
 
+def wait_while_running(
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    until: Callable[[], bool],
+    what: str,
+    timeout: float = 60,
+    every: float = 0.05,
+) -> None:
+    """Poll `until()` while the job runs; fail with the log's tail if the job exits first or
+    `what` has not happened within `timeout` seconds."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"job exited early with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        if until():
+            return
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what} not within {timeout} s:\n{log.read_text()[-3000:]}")
+        time.sleep(every)
+
+
+def kill_if_running(proc: subprocess.Popen[bytes]) -> None:
+    """A test's cleanup: the job it started does not outlive it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(30)
+
+
 def wait_until_version_grows(
     versions: Callable[[], Mapping[str, int | None]],
     before: Mapping[str, int | None],
@@ -308,16 +338,13 @@ def wait_until_version_grows(
     timeout: float = 60,
 ) -> None:
     """Poll until some table's version is past `before` (a commit landed); fail if the job exits."""
-    import pytest
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"job exited early with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        if any(_grew(before.get(t), v) for t, v in versions().items()):
-            return
-        time.sleep(0.05)
-    pytest.fail(f"job made no commit within {timeout} s:\n{log.read_text()[-3000:]}")
+    wait_while_running(
+        proc,
+        log,
+        lambda: any(_grew(before.get(t), v) for t, v in versions().items()),
+        "a commit",
+        timeout,
+    )
 
 
 def _grew(before: int | None, now: int | None) -> bool:

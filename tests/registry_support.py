@@ -85,6 +85,15 @@ def produce_values(
     )
 
 
+ADDRESS = {
+    "type": "record",
+    "name": "Address",
+    "namespace": "waxlake.test",
+    "fields": [{"name": "city", "type": "string"}, {"name": "zip", "type": ["null", "string"]}],
+}
+"""An Avro record other schemas refer to (a schema reference)."""
+
+
 def order_class() -> Any:
     """A Protobuf message class built at run time (no protoc): Order, with a Timestamp, an enum,
     a repeated field, a map and a nested message."""

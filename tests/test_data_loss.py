@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +18,16 @@ from deltalake import DeltaTable
 
 from connectors.delta.markers import app_id
 from tests.broker_ops import delete_records, recreate_topic
-from tests.jobs import job_env, produce, read_table, run_job, simple_items, start_job
+from tests.jobs import (
+    job_env,
+    kill_if_running,
+    produce,
+    read_table,
+    run_job,
+    simple_items,
+    start_job,
+    wait_while_running,
+)
 
 WAXLAKE = str(Path(sys.executable).parent / "waxlake")
 GUARANTEES = ["exactly-once", "at-least-once", "at-most-once"]
@@ -123,19 +131,15 @@ def test_continue_lands_the_rest_and_records_the_gap_once(
 
 
 def wait_for_marker(root: Path, topic: str, offset: int, proc: subprocess.Popen[bytes], log: Path):
-    deadline = time.monotonic() + 60
     uri = str(root / topic)
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        marker = (
-            DeltaTable(uri).transaction_version(app_id(topic, 0))
-            if (DeltaTable.is_deltatable(uri))
-            else None
-        )
-        if marker is not None and marker >= offset:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"offset {offset} never landed:\n{log.read_text()[-3000:]}")
+
+    def landed() -> bool:
+        if not DeltaTable.is_deltatable(uri):
+            return False
+        marker = DeltaTable(uri).transaction_version(app_id(topic, 0))
+        return marker is not None and marker >= offset
+
+    wait_while_running(proc, log, landed, f"offset {offset} landed")
 
 
 @pytest.mark.parametrize("setting", ["fail", "continue"])
@@ -168,9 +172,7 @@ def test_deleted_while_running(setting, log_broker, topic_factory, tmp_path):
             assert last_lost == 999
             assert offsets_in(root, topic) == [*range(first_lost), *range(1000, 1500)]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        kill_if_running(proc)
 
 
 @pytest.mark.parametrize("new_records", [699, 800])
@@ -215,9 +217,7 @@ def test_recreated_while_running_stops(log_broker, topic_factory, tmp_path):
         produce(log_broker, simple_items(topic, 1, 10))
         assert proc.wait(timeout=90) != 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        kill_if_running(proc)
     line = last_line(log.read_text())
     assert line.startswith("waxlake: error: "), log.read_text()[-3000:]
     assert f"topic {topic} partition 0" in line and "reused" in line

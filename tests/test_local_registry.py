@@ -53,6 +53,7 @@ from connectors.local_broker.registry import (
     RegistryUnavailable,
     start_registry,
 )
+from tests.registry_support import ADDRESS
 
 pytestmark = pytest.mark.timeout(1800)  # a cold cache resolves the registry with Maven first
 
@@ -97,12 +98,6 @@ def _framed_id(payload: bytes) -> int:
     return int(schema_id)
 
 
-ADDRESS = {
-    "type": "record",
-    "name": "Address",
-    "namespace": "waxlake.test",
-    "fields": [{"name": "city", "type": "string"}, {"name": "zip", "type": ["null", "string"]}],
-}
 USER = {
     "type": "record",
     "name": "User",

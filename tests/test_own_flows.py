@@ -8,7 +8,6 @@ import os
 import random
 import re
 import signal
-import time
 from collections import Counter
 
 import pytest
@@ -21,10 +20,12 @@ from tests.jobs import (
     diff,
     job_env,
     kill_at_random,
+    kill_if_running,
     produce,
     read_table,
     run_job,
     start_job,
+    wait_while_running,
 )
 from tests.test_data_loss import last_line
 
@@ -213,16 +214,17 @@ def test_a_stateful_step_keeps_its_state_when_the_disk_is_lost(
     log = tmp_path / "job.log"
     proc = start_job(env, recovery, log, flow="tests.flows.counting:flow")
     try:
-        deadline = time.monotonic() + 60
-        while s3_root.version(topic) is None or s3_root.read(topic).height < 100:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
+        wait_while_running(
+            proc,
+            log,
+            lambda: s3_root.version(topic) is not None and s3_root.read(topic).height >= 100,
+            "100 rows on S3",
+            every=0.1,
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        kill_if_running(proc)
     assert any(k.endswith("_recovery/part-0.sqlite3") for k in s3_root.server.keys(s3_root.bucket))
     for part in recovery.iterdir():
         part.unlink()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import time
 
 import pytest
 
@@ -13,9 +12,11 @@ from tests.jobs import (
     BackgroundProducer,
     diff,
     kill_at_random,
+    kill_if_running,
     landed_keys,
     run_job,
     start_job,
+    wait_while_running,
 )
 from tests.registry_support import FLOW, avro, produce_values, registry_env
 from tests.test_data_loss import wait_for_marker
@@ -46,18 +47,19 @@ def test_registry_outage_is_retried_and_nothing_becomes_a_dead_letter(
             wait_for_marker(root, topic, 9, proc, log)
             registry.stop()
             produce_values(kafka_bootstrap, topic, later)  # a schema the job has not fetched
-            deadline = time.monotonic() + 60
-            while "schema registry at" not in log.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.1)
+            wait_while_running(
+                proc,
+                log,
+                lambda: "schema registry at" in log.read_text(),
+                "the registry outage logged",
+                every=0.1,
+            )
             registry.start()
             wait_for_marker(root, topic, 19, proc, log)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(30)
+            kill_if_running(proc)
     assert "did not answer for schema id" in log.read_text()
     assert dead_letters(root, topic) == []
     rows = table_rows(root, topic)

@@ -21,6 +21,7 @@ from deltalake import DeltaTable
 
 from tests.jobs import produce, run_job
 from tests.registry_support import (
+    ADDRESS,
     FLOW,
     avro,
     client,
@@ -32,12 +33,6 @@ from tests.registry_support import (
 )
 
 UTC = dt.UTC
-ADDRESS = {
-    "type": "record",
-    "name": "Address",
-    "namespace": "waxlake.test",
-    "fields": [{"name": "city", "type": "string"}, {"name": "zip", "type": ["null", "string"]}],
-}
 CUSTOMER: dict[str, Any] = {
     "type": "record",
     "name": "Customer",

@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 from tests.broker_ops import add_partitions
-from tests.jobs import diff, job_env, produce, read_table, run_job, simple_items, start_job
+from tests.jobs import (
+    diff,
+    job_env,
+    kill_if_running,
+    produce,
+    read_table,
+    run_job,
+    simple_items,
+    start_job,
+    wait_while_running,
+)
 from tests.test_data_loss import last_line, wait_for_marker
 
 
@@ -82,9 +92,7 @@ def test_new_partitions_are_read_after_a_clean_restart(log_broker, topic_factory
         assert proc.wait(timeout=60) == 75, log.read_text()[-3000:]
         assert time.monotonic() - started < 60
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        kill_if_running(proc)
     assert f"topic {topic} grew from 1 to 3 partitions" in log.read_text()
 
     restarted = run_job(env, root / "_recovery")  # what Kubernetes does after exit code 75
@@ -113,17 +121,14 @@ def test_object_store_gone_past_retries_ends_with_one_line(
     produce(kafka_bootstrap, simple_items(topic, 1, 100))
     proc = start_job(env, tmp_path / "recovery", log)
     try:
-        deadline = time.monotonic() + 60
-        while "committed s3://" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.05)
+        wait_while_running(
+            proc, log, lambda: "committed s3://" in log.read_text(), "a commit to S3"
+        )
         server.stop()
         produce(kafka_bootstrap, simple_items(topic, 1, 100))
         assert proc.wait(timeout=120) != 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        kill_if_running(proc)
         server.stop()
     line = last_line(log.read_text())
     assert line.startswith(f"waxlake: error: committing topic {topic} to {root.uri}/{topic}"), (
