@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.columns import one_array
 from connectors.errors import WaxlakeError
 
 COORDINATES = ("topic", "partition", "offset")
@@ -81,7 +82,7 @@ def check_rule(batch: KafkaBatch, step: str) -> None:
     ):
         raise StepRuleError(f"{where}: rows of another topic or partition appeared in the batch")
     offsets = rows["offset"]
-    invented = pc.invert(pc.is_in(offsets, value_set=batch.raw["offset"].combine_chunks()))
+    invented = pc.invert(pc.is_in(offsets, value_set=one_array(batch.raw["offset"])))
     if pc.any(invented).as_py():
         first = pc.min(pc.filter(offsets, invented)).as_py()
         raise StepRuleError(

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.batch import KafkaBatch, check_rule
+from connectors.columns import one_array
 from connectors.delta.dead_letters import dead_letters
 from connectors.errors import WaxlakeError
 
@@ -56,7 +57,7 @@ def rows(
                     "fix the step and restart the job (nothing past this batch was committed), "
                     "or make it rows(..., on_error='dead_letter')"
                 ) from exc
-            failed = _records_of(batch, batch.rows["offset"].combine_chunks())
+            failed = _records_of(batch, one_array(batch.rows["offset"]))
             letters = dead_letters(
                 failed, "StepFailed", f"step {step}: {type(exc).__name__}: {exc}"
             )
@@ -105,7 +106,7 @@ def route(
             picked[default] = pc.or_(picked.get(default, pc.invert(known)), pc.invert(known))
         elif known is not None and not pc.all(pc.fill_null(known, False)).as_py():
             lost = pc.invert(pc.fill_null(known, False))
-            offsets = pc.filter(batch.rows["offset"], lost).combine_chunks()
+            offsets = one_array(pc.filter(batch.rows["offset"], lost))
             letters = dead_letters(
                 _records_of(batch, offsets), "Unrouted", f"no table for this {column} value"
             )

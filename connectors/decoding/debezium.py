@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.columns import one_array
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN
 
 Reject = Callable[[pa.Table, pa.Array, str, str], pa.Table]
@@ -35,12 +36,12 @@ def unwrap(raw: pa.Table) -> pa.Table:
 
 
 def _field(rows: pa.Table, name: str) -> pa.Array | None:
-    return rows[name].combine_chunks() if name in rows.column_names else None
+    return one_array(rows[name]) if name in rows.column_names else None
 
 
 def changes(rows: pa.Table, reject: Reject) -> pa.Table:
     """Decoded envelopes (columns before, after, op, source, ...) -> row changes."""
-    tombstones = rows[TOMBSTONE_COLUMN].combine_chunks()
+    tombstones = one_array(rows[TOMBSTONE_COLUMN])
     rows = rows.filter(pc.invert(tombstones))  # Debezium's own tombstones: nothing to apply
     op = _field(rows, "op")
     if op is None:
@@ -50,7 +51,7 @@ def changes(rows: pa.Table, reject: Reject) -> pa.Table:
         return pa.table({**empty, "__deleted": pa.array([], pa.bool_())})
     unknown = pc.invert(pc.fill_null(pc.is_in(op, pa.array(list(OPS))), False))
     rows = reject(rows, unknown, "NotDebezium", "op is not one of c, r, u, d")
-    op = rows["op"].combine_chunks()
+    op = one_array(rows["op"])
     deleted = pc.equal(op, "d")
     image = _image(rows, deleted)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {n: rows[n] for n in METADATA_COLUMNS}
