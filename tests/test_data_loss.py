@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -148,12 +149,24 @@ def test_deleted_while_running(setting, log_broker, topic_factory, tmp_path):
     topic = topic_factory(1, bootstrap=log_broker)
     root = tmp_path / "lake"
     log = tmp_path / "job.log"
-    env = job_env(log_broker, [topic], root, on_data_loss=setting)
+    # A fetch in flight when the job stops is answered by the broker as soon as records come
+    # in; its response would carry them into the job before they are deleted (they then land,
+    # and nothing is lost). Fetches here wait at most 50 ms on the broker: the stopped job's
+    # last one has expired, empty, well before the records are produced.
+    fetch_wait_ms = 50
+    env = job_env(
+        log_broker,
+        [topic],
+        root,
+        on_data_loss=setting,
+        kafka_config=json.dumps({"fetch.wait.max.ms": fetch_wait_ms}),
+    )
     produce(log_broker, simple_items(topic, 1, 500))
     proc = start_job(env, root / "_recovery", log)
     try:
         wait_for_marker(root, topic, 499, proc, log)
         proc.send_signal(signal.SIGSTOP)
+        time.sleep(10 * fetch_wait_ms / 1000)
         produce(log_broker, simple_items(topic, 1, 1000))
         delete_records(log_broker, topic, {0: 1000})
         proc.send_signal(signal.SIGCONT)
