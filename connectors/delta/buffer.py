@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from connectors.batch import KafkaBatch
 from connectors.delta.dead_letters import DEAD_LETTER_SCHEMA
-from connectors.delta.markers import Mark, coverage
+from connectors.delta.markers import Mark, last_record
 
 
 @dataclass
@@ -48,7 +48,7 @@ class TableBuffer:
         if batch.dead is not None and batch.dead.num_rows:
             self.dead.append(batch.dead)
         self.records += batch.raw.num_rows
-        probe = coverage(batch.raw).get(batch.partition, Mark(-1))
+        probe = last_record(batch.raw, batch.partition)
         mark = Mark(batch.last_offset, probe.timestamp_ms, probe.probe_offset)
         self.firsts.setdefault(batch.partition, batch.first_offset)
         held = self.marks.get(batch.partition)

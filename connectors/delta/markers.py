@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,21 @@ class Mark:
         if other.probe_offset < 0:
             return Mark(other.last_offset, self.timestamp_ms, self.probe_offset)
         return other
+
+
+def last_record(raw: pa.Table, partition: int) -> Mark:
+    """The last record of one partition's poll (Mark(-1): none); `coverage` for one partition,
+    without its sort and group-by where the poll is in offset order (as polls are)."""
+    if raw.num_rows == 0:
+        return Mark(-1)
+    offsets = raw["offset"]
+    last = offsets[-1].as_py()
+    low, high = pc.min_max(raw["partition"]).values()
+    if pc.max(offsets).as_py() != last or low.as_py() != partition or high.as_py() != partition:
+        return coverage(raw).get(partition, Mark(-1))
+    stamp = raw["timestamp"].slice(raw.num_rows - 1).cast(pa.timestamp("ms", tz="UTC"))
+    millis = stamp.cast(pa.int64())[0].as_py()
+    return Mark(last, -1 if millis is None else millis, last)
 
 
 def coverage(raw: pa.Table) -> dict[int, Mark]:

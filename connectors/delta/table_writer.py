@@ -22,6 +22,7 @@ from connectors.delta import markers as offsets
 from connectors.delta.conflicts import retry_conflicts
 from connectors.delta.handle import TableHandle
 from connectors.delta.maintenance import MaintenancePolicy
+from connectors.delta.parquet_files import ParquetAppender, can_append
 from connectors.kafka import topic_ids
 from connectors.kafka.records import PARTITION_COLUMNS, SCHEMA
 
@@ -63,6 +64,7 @@ class DeltaTableWriter:
         self._topic_id = topic_id
         self._topic_id_checked = False
         self._properties = policy.writer_properties()
+        self._appender = ParquetAppender(policy.parquet_compression)
 
     def current(self) -> DeltaTable | None:
         """The table at its latest version, or None if it does not exist yet."""
@@ -156,14 +158,19 @@ class DeltaTableWriter:
         of the flush went to the dead letters, or a step filtered them): an empty commit."""
         if batch.num_rows == 0 and not marks:
             return CommitResult(0, 0, table.version(), attempt)
-        write_deltalake(
-            table,
-            batch,
-            mode="append",
-            schema_mode=None if self.schema is not None else "merge",
-            commit_properties=offsets.marker_commit(self.topic, marks) if marks else None,
-            writer_properties=self._properties,
-        )
+        commit = offsets.marker_commit(self.topic, marks) if marks else None
+        table_schema = pa.schema(table.schema().to_arrow())
+        if self.schema is not None and can_append(table, batch, table_schema):
+            self._appender.append(table, batch, table_schema, commit)
+        else:
+            write_deltalake(
+                table,
+                batch,
+                mode="append",
+                schema_mode=None if self.schema is not None else "merge",
+                commit_properties=commit,
+                writer_properties=self._properties,
+            )
         self._handle.committed(table)
         return CommitResult(batch.num_rows, 0, table.version(), attempt)
 
