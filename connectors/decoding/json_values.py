@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +26,7 @@ from connectors.decoding.base import (
     DecoderFactory,
     by_field,
 )
+from connectors.decoding.json_types import normalise, record_errors, with_majority_types
 from connectors.decoding.schemas import (
     check_columns,
     decoded_fields,
@@ -116,9 +116,9 @@ class JsonDecoder:
                 parsed = _parse_each(part)
                 # Fields seen here for the first time take the type most records give them,
                 # not the type of whichever record Arrow happens to parse first.
-                self.fields = _with_majority_types(self.fields, parsed)
+                self.fields = with_majority_types(self.fields, parsed)
                 checked = self.fields
-                broken = {rows[i]: why for i, why in _record_errors(parsed, checked).items()}
+                broken = {rows[i]: why for i, why in record_errors(parsed, checked).items()}
                 if broken:
                     bad.update(broken)
                     pending.append(([r for r in rows if r not in broken], checked))
@@ -130,7 +130,7 @@ class JsonDecoder:
     def _parse(self, values: pa.ChunkedArray) -> pa.StructArray:
         """Parse values that must all fit the known fields; new fields widen `self.fields`."""
         column = read_json_objects(values, pa.struct(list(self.fields)), unexpected="infer")
-        column = _normalise(column)
+        column = normalise(column)
         for child in column.type:
             if child.name not in self.fields.names:
                 self.fields = self.fields.append(child)
@@ -173,88 +173,6 @@ def _parse_each(values: pa.ChunkedArray) -> list[object]:
     return parsed
 
 
-_MAJORITY = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
-
-
-def _is_timestamp(text: str) -> bool:
-    """ISO 8601 date-time, as Arrow's JSON reader infers a timestamp from a string."""
-    if len(text) < 19 or text[10] not in "T ":
-        return False
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _with_majority_types(fields: pa.Schema, parsed: list[object]) -> pa.Schema:
-    """`fields` plus the top-level scalar fields they lack, typed as most records have them
-    (ints and floats together: double). Nested values are left for Arrow to infer."""
-    seen: dict[str, dict[type, int]] = {}
-    stamps: dict[str, bool] = {}  # field -> every string of it is a date-time
-    for record in parsed:
-        if isinstance(record, dict):
-            for name, value in record.items():
-                if name not in fields.names and type(value) in _MAJORITY:
-                    counts = seen.setdefault(name, {})
-                    counts[type(value)] = counts.get(type(value), 0) + 1
-                    if isinstance(value, str):
-                        stamps[name] = stamps.get(name, True) and _is_timestamp(value)
-    for name, counts in seen.items():
-        kind = max(counts, key=lambda t: counts[t])
-        if kind in (int, float) and int in counts and float in counts:
-            kind = float
-        arrow = _TIMESTAMP if kind is str and stamps.get(name) else _MAJORITY[kind]
-        fields = fields.append(pa.field(name, arrow))
-    return fields
-
-
-def _record_errors(parsed: list[object], fields: pa.Schema) -> dict[int, str]:
-    """{index: why} of the values that are not one JSON object, or whose known fields do not
-    fit their columns. Arrow has the last word: what passes here is still parsed, and bisected
-    if it fails."""
-    broken = {}
-    for index, record in enumerate(parsed):
-        if isinstance(record, ValueError):
-            broken[index] = f"JSON parse error: {record}"
-            continue
-        if not isinstance(record, dict):
-            broken[index] = f"the value is not a JSON object but {type(record).__name__}"
-            continue
-        for field in fields:
-            problem = _misfit(record.get(field.name), field.type)
-            if problem:
-                broken[index] = f"field {field.name!r} does not fit its column: {problem}"
-                break
-    return broken
-
-
-def _misfit(value: object, kind: pa.DataType) -> str | None:
-    """Why a JSON value cannot be a value of `kind` (None: it can, or Arrow must judge)."""
-    if value is None:
-        return None
-    if pa.types.is_integer(kind):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif pa.types.is_floating(kind):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif pa.types.is_boolean(kind):
-        ok = isinstance(value, bool)
-    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        ok = isinstance(value, str)
-    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        if not isinstance(value, list):
-            return f"{kind} expected, got {type(value).__name__}"
-        return next((p for v in value if (p := _misfit(v, kind.value_type))), None)
-    elif pa.types.is_struct(kind):
-        if not isinstance(value, dict):
-            return f"{kind} expected, got {type(value).__name__}"
-        return next((p for f in kind if (p := _misfit(value.get(f.name), f.type))), None)
-    else:
-        return None
-    return None if ok else f"{kind} expected, got {type(value).__name__} {value!r:.40}"
-
-
 def read_json_objects(
     values: pa.ChunkedArray | pa.Array, struct: pa.StructType, unexpected: str
 ) -> pa.StructArray:
@@ -283,34 +201,6 @@ def read_json_objects(
     if column.null_count:
         raise pa.ArrowInvalid("value is JSON null, not an object")
     return column
-
-
-def _normalise(column: pa.StructArray) -> pa.StructArray:
-    """Types the table can hold: timestamps in µs UTC; a field only ever null so far is left out
-    at the top level and typed string when nested (its first real value decides nothing)."""
-    arrays, fields = [], []
-    for index, field in enumerate(column.type):
-        child = column.field(index)
-        if pa.types.is_null(field.type):
-            continue
-        target = _normal_type(field.type)
-        arrays.append(child.cast(target) if target != field.type else child)
-        fields.append(pa.field(field.name, target))
-    if not fields:
-        return pa.array([{}] * len(column), pa.struct([]))
-    return pa.StructArray.from_arrays(arrays, fields=fields)
-
-
-def _normal_type(t: pa.DataType) -> pa.DataType:
-    if pa.types.is_null(t):
-        return pa.string()
-    if pa.types.is_timestamp(t):
-        return pa.timestamp("us", tz="UTC")
-    if pa.types.is_struct(t):
-        return pa.struct([pa.field(f.name, _normal_type(f.type)) for f in t])
-    if pa.types.is_list(t):
-        return pa.list_(_normal_type(t.value_type))
-    return t
 
 
 def _column_name(field: str) -> str:

@@ -31,10 +31,7 @@ Standalone on purpose: this module imports the standard library only.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
-import os
-import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from connectors.local_broker.class_data import ClassDataArchive
 from connectors.local_broker.process import free_port, read_tail, stop_group
 from connectors.local_broker.registry_install import (
     APICURIO_VERSION,
@@ -122,7 +120,7 @@ class LocalRegistry:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._log_offset = 0
-        self._archive_scratch: tuple[Path, Path] | None = None
+        self._archive = ClassDataArchive(home, java_version(Path(java)))
         self.last_start_seconds: float | None = None
         atexit.register(self.close)
 
@@ -158,34 +156,6 @@ class LocalRegistry:
         except OSError:
             return ""
 
-    def _class_data_flags(self) -> list[str]:
-        """Use the cached class-data archive of this exact JDK, or write one at exit.
-
-        Each JVM writes its own scratch file; :meth:`stop` renames it into place after a clean
-        exit, so concurrent registries never share a half-written archive.
-        """
-        version = re.sub(r"[^0-9A-Za-z._+-]", "_", java_version(Path(self.java)) or "unknown")
-        archive = self.home / f"waxlake-jdk-{version}.jsa"
-        if archive.is_file():
-            self._archive_scratch = None
-            return [f"-XX:SharedArchiveFile={archive}"]
-        self._archive_scratch = (
-            archive,
-            archive.with_name(f"{archive.name}.{os.getpid()}-{id(self)}-{self.starts}.tmp"),
-        )
-        return [f"-XX:ArchiveClassesAtExit={self._archive_scratch[1]}"]
-
-    def _settle_archive(self, clean_exit: bool) -> None:
-        scratch, self._archive_scratch = self._archive_scratch, None
-        if scratch is None:
-            return
-        archive, partial = scratch
-        with contextlib.suppress(OSError):
-            if clean_exit and partial.is_file() and not archive.exists():
-                os.replace(partial, archive)
-            else:
-                partial.unlink(missing_ok=True)
-
     def _argv(self, management_port: int) -> list[str]:
         props = {
             "quarkus.http.host": HOST,
@@ -203,7 +173,7 @@ class LocalRegistry:
             self.java,
             f"-Xmx{self.heap}",
             *JVM_FLAGS,
-            *self._class_data_flags(),
+            *self._archive.flags(f"{id(self)}-{self.starts}"),
             *self.jvm_args,
             *(f"-D{key}={value}" for key, value in props.items()),
             "-jar",
@@ -283,7 +253,7 @@ class LocalRegistry:
         if process is None:
             return
         clean_exit = stop_group(process, timeout)
-        self._settle_archive(clean_exit and process.returncode in (0, 143, -signal.SIGTERM))
+        self._archive.settle(clean_exit and process.returncode in (0, 143, -signal.SIGTERM))
 
     def close(self) -> None:
         """Stop the registry and remove its scratch directory (the log goes with it)."""
