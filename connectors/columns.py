@@ -1,4 +1,5 @@
-"""Arrow column helpers that avoid copies pyarrow would make.
+"""Arrow column helpers: types compared as Delta stores them, and joins without the copies
+pyarrow would make.
 
 `ChunkedArray.combine_chunks()` and `pa.concat_arrays()` copy every buffer even when there is
 only one piece; on the decoding path that was several copies of each poll's values (a tenth of
@@ -25,3 +26,20 @@ def concat(arrays: Sequence[pa.Array], type: pa.DataType) -> pa.Array:
     if len(rows) == 1:
         return rows[0]
     return pa.concat_arrays(list(arrays)) if arrays else pa.array([], type)
+
+
+def same_type(a: pa.DataType, b: pa.DataType) -> bool:
+    """Equal as Delta stores them (timestamps in µs, no large/view distinction)."""
+
+    def norm(t: pa.DataType) -> str:
+        text = str(t)
+        for old, new in (
+            ("large_", ""),
+            ("_view", ""),
+            ("string_view", "string"),
+            ("element", "item"),
+        ):
+            text = text.replace(old, new)
+        return text.replace("timestamp[ms", "timestamp[us")
+
+    return norm(a) == norm(b)

@@ -16,7 +16,7 @@ from deltalake.exceptions import CommitFailedError
 
 from connectors.delta.markers import Mark, app_id, coverage, last_record, marker_commit
 from connectors.delta.parquet import writer_properties
-from connectors.delta.parquet_files import ParquetAppender, can_append, file_stats
+from connectors.delta.parquet_files import ParquetAppender, file_stats, fitted
 from connectors.kafka.records import PARTITION_COLUMNS, SCHEMA
 from tests.test_table_writer import TOPIC, records
 
@@ -55,7 +55,7 @@ def test_rows_statistics_and_markers_are_those_delta_rs_writes(tmp_path: Path) -
     rows = flush()
     marks = {0: Mark(99), 1: Mark(204), 2: Mark(9), 3: Mark(4)}
     table = create(ours)
-    assert can_append(table, rows, arrow_schema(table))
+    assert fitted(table, rows, arrow_schema(table)) is not None
     ParquetAppender("lz4_raw").append(table, rows, arrow_schema(table), marker_commit(TOPIC, marks))
     write_deltalake(
         create(theirs),
@@ -125,3 +125,18 @@ def test_last_record_of_a_poll_is_the_one_coverage_finds() -> None:
     for poll in (in_order, shuffled, no_stamp, two_partitions, in_order.slice(0, 0)):
         assert last_record(poll, 3) == coverage(poll).get(3, Mark(-1))
     assert last_record(in_order, 3) == Mark(19, 1_700_000_000_019, 19)
+
+
+def test_rows_this_path_must_not_take_go_to_delta_rs(tmp_path: Path) -> None:
+    table = create(str(tmp_path / "t"))
+    schema = arrow_schema(table)
+    rows = records(0, 0, 4).cast(SCHEMA)
+    shuffled = rows.select(list(reversed(rows.schema.names)))
+    fitted_rows = fitted(table, shuffled, schema)
+    assert fitted_rows is not None and fitted_rows.schema.names == schema.names
+
+    wider = rows.append_column("extra", pa.array([1] * 5))  # needs the schema merge
+    other_type = rows.set_column(0, "topic", pa.array([1] * 5))  # delta-rs refuses it
+    null_topic = rows.set_column(0, pa.field("topic", pa.string()), pa.nulls(5, pa.string()))
+    for bad in (wider, other_type, null_topic, rows.drop_columns(["headers"])):
+        assert fitted(table, bad, schema) is None

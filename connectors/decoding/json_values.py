@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from connectors.columns import one_array
+from connectors.columns import one_array, same_type
 from connectors.config import ConfigError, Settings
 from connectors.decoding.base import (
     METADATA_COLUMNS,
@@ -32,7 +32,6 @@ from connectors.decoding.schemas import (
     decoded_fields,
     existing_schema,
     load_schema,
-    same_type,
 )
 from connectors.delta.dead_letters import Split, reject_oversized
 from connectors.kafka.records import SCHEMA

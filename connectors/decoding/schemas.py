@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow as pa
 import yaml
 
+from connectors.columns import same_type
 from connectors.config import ConfigError, Settings
 from connectors.decoding.base import RESERVED
 from connectors.delta.markers import open_table
@@ -105,23 +106,6 @@ def _small(t: pa.DataType) -> pa.DataType:
     if pa.types.is_struct(t):
         return pa.struct([pa.field(f.name, _small(f.type)) for f in t])
     return t
-
-
-def same_type(a: pa.DataType, b: pa.DataType) -> bool:
-    """Equal as Delta stores them (timestamps in µs, no large/view distinction)."""
-
-    def norm(t: pa.DataType) -> str:
-        text = str(t)
-        for old, new in (
-            ("large_", ""),
-            ("_view", ""),
-            ("string_view", "string"),
-            ("element", "item"),
-        ):
-            text = text.replace(old, new)
-        return text.replace("timestamp[ms", "timestamp[us")
-
-    return norm(a) == norm(b)
 
 
 def check_columns(topic: str, uri: str, table: pa.Schema, wanted: pa.Schema, what: str) -> None:

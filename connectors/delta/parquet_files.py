@@ -27,6 +27,7 @@ from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, RemoveAction
 
+from connectors.columns import same_type
 from connectors.delta.parquet import NO_DICTIONARY, OPAQUE_COLUMNS
 from connectors.kafka.records import PARTITION_COLUMNS
 
@@ -35,16 +36,25 @@ STATS_STRING_LENGTH = 32
 """Longer strings get no min/max (a truncated max would need rounding up; omitting is exact)."""
 
 
-def can_append(table: DeltaTable, rows: pa.Table, table_schema: pa.Schema) -> bool:
-    """Whether `rows` can take this path: a local table partitioned by Kafka partition, and rows
-    with exactly the table's columns (new columns need delta-rs's schema merge)."""
+def fitted(table: DeltaTable, rows: pa.Table, table_schema: pa.Schema) -> pa.Table | None:
+    """`rows` as this path takes them (the table's column order), or None where only
+    `write_deltalake` will do: an object store, a table laid out by something else, rows with
+    other columns or types (new columns need delta-rs's schema merge; a type it would refuse
+    must stay refused), or nulls in a column the table declares not null."""
     uri = table.table_uri
-    local = "://" not in uri or uri.startswith("file://")
-    return (
-        local
-        and table.metadata().partition_columns == PARTITION_COLUMNS
-        and rows.schema.names == table_schema.names
-    )
+    if "://" in uri and not uri.startswith("file://"):
+        return None
+    if table.metadata().partition_columns != PARTITION_COLUMNS:
+        return None
+    if sorted(rows.schema.names) != sorted(table_schema.names):
+        return None
+    rows = rows.select(table_schema.names)
+    for column, field in zip(rows.columns, table_schema, strict=True):
+        if not same_type(column.type, field.type):
+            return None
+        if not field.nullable and column.null_count:
+            return None
+    return rows
 
 
 class ParquetAppender:

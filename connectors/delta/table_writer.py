@@ -22,7 +22,7 @@ from connectors.delta import markers as offsets
 from connectors.delta.conflicts import retry_conflicts
 from connectors.delta.handle import TableHandle
 from connectors.delta.maintenance import MaintenancePolicy
-from connectors.delta.parquet_files import ParquetAppender, can_append
+from connectors.delta.parquet_files import ParquetAppender, fitted
 from connectors.kafka import topic_ids
 from connectors.kafka.records import PARTITION_COLUMNS, SCHEMA
 
@@ -160,8 +160,9 @@ class DeltaTableWriter:
             return CommitResult(0, 0, table.version(), attempt)
         commit = offsets.marker_commit(self.topic, marks) if marks else None
         table_schema = pa.schema(table.schema().to_arrow())
-        if self.schema is not None and can_append(table, batch, table_schema):
-            self._appender.append(table, batch, table_schema, commit)
+        rows = fitted(table, batch, table_schema)
+        if rows is not None:
+            self._appender.append(table, rows, table_schema, commit)
         else:
             write_deltalake(
                 table,
