@@ -3,12 +3,17 @@
     python tests/benchmarks/bench_parquet.py                  # 500,000 rows, 200 B and 1 KB
     python tests/benchmarks/bench_parquet.py --rows 200000 --sizes 1024 --values json
 
-Writes the job's own record rows (topic, partition, offset, timestamp, key, value, headers) with
-`write_deltalake`, 250,000 rows a call as the job's flushes, into a fresh table per setting:
+Writes the job's own record rows (topic, partition, offset, timestamp, key, value, headers),
+250,000 rows a call as the job's flushes, in chunks of 10,000 rows of one partition (as polls
+come), into a fresh table per setting:
 
-  delta-rs default   no WriterProperties (snappy, dictionaries and statistics on every column)
-  <codec>            waxlake's properties (no dictionary, no statistics on key and value) with
-                     that codec: lz4_raw (the default), zstd:1, snappy, uncompressed
+  delta-rs default   `write_deltalake` without WriterProperties (snappy, dictionaries and
+                     statistics on every column)
+  delta-rs lz4_raw   `write_deltalake` with waxlake's properties (what the job used before its
+                     own writer)
+  <codec>            the job's writer (`ParquetAppender`: pyarrow files, one per partition, and
+                     a Delta commit of their add actions) with that codec: lz4_raw (the
+                     default), zstd:1, snappy, uncompressed
 
 Values are either `pool`, what the ingest benchmark produces (slices of one pool of random bytes
 at 4,096 offsets: few distinct values, so dictionaries and codecs find long repeats), or `json`,
@@ -38,14 +43,16 @@ if str(REPO) not in sys.path:
 
 import polars as pl  # noqa: E402
 import pyarrow as pa  # noqa: E402
-from deltalake import WriterProperties, write_deltalake  # noqa: E402
+from deltalake import DeltaTable, write_deltalake  # noqa: E402
 
 from connectors.delta.parquet import writer_properties  # noqa: E402
+from connectors.delta.parquet_files import ParquetAppender, fitted  # noqa: E402
 from connectors.kafka.records import PARTITION_COLUMNS, SCHEMA  # noqa: E402
 from tests.benchmarks.ingest.report import fmt, render_table  # noqa: E402
 
-SETTINGS = ("delta-rs default", "lz4_raw", "zstd:1", "snappy", "uncompressed")
+SETTINGS = ("delta-rs default", "delta-rs lz4_raw", "lz4_raw", "zstd:1", "snappy", "uncompressed")
 CALL_ROWS = 250_000
+POLL_ROWS = 10_000
 PARTITIONS = 4
 
 
@@ -78,10 +85,10 @@ def json_values(size: int, rows: int) -> list[bytes]:
 def rows_table(values: list[bytes], start: int) -> pa.Table:
     n = len(values)
     offsets = pa.array(range(start, start + n), type=pa.int64())
-    return pa.Table.from_arrays(
+    table = pa.Table.from_arrays(
         [
             pa.repeat(pa.scalar("events", pa.string()), n),
-            pa.array([(start + i) % PARTITIONS for i in range(n)], type=pa.int32()),
+            pa.array([(start + i) // POLL_ROWS % PARTITIONS for i in range(n)], type=pa.int32()),
             offsets,
             pa.array(range(1_764_000_000_000, 1_764_000_000_000 + n), type=pa.int64()).cast(
                 SCHEMA.field("timestamp").type
@@ -92,10 +99,27 @@ def rows_table(values: list[bytes], start: int) -> pa.Table:
         ],
         schema=SCHEMA,
     )
+    return pa.Table.from_batches(table.to_batches(max_chunksize=POLL_ROWS))
 
 
-def properties(setting: str) -> WriterProperties | None:
-    return None if setting == "delta-rs default" else writer_properties(setting)
+def write(setting: str, uri: str, chunk: pa.Table) -> None:
+    """One flush's write, as `setting` makes it."""
+    if setting == "delta-rs default":
+        write_deltalake(uri, chunk, mode="append", partition_by=PARTITION_COLUMNS)
+        return
+    if setting == "delta-rs lz4_raw":
+        props = writer_properties("lz4_raw")
+        write_deltalake(
+            uri, chunk, mode="append", partition_by=PARTITION_COLUMNS, writer_properties=props
+        )
+        return
+    if not Path(uri).exists():
+        DeltaTable.create(uri, SCHEMA, partition_by=PARTITION_COLUMNS)
+    table = DeltaTable(uri)
+    schema = pa.schema(table.schema().to_arrow())
+    rows = fitted(table, chunk, schema)
+    assert rows is not None
+    ParquetAppender(setting).append(table, rows, schema, None)
 
 
 def timed(call: Callable[[], Any]) -> tuple[float, float, Any]:
@@ -107,16 +131,10 @@ def timed(call: Callable[[], Any]) -> tuple[float, float, Any]:
 
 def bench(setting: str, chunks: list[pa.Table], where: Path) -> dict[str, Any]:
     uri = str(where / setting.replace(" ", "-").replace(":", "-"))
-    props = properties(setting)
     cpu = 0.0
     for chunk in chunks:
         started = time.process_time()
-        if props is None:
-            write_deltalake(uri, chunk, mode="append", partition_by=PARTITION_COLUMNS)
-        else:
-            write_deltalake(
-                uri, chunk, mode="append", partition_by=PARTITION_COLUMNS, writer_properties=props
-            )
+        write(setting, uri, chunk)
         cpu += time.process_time() - started
     rows = sum(c.num_rows for c in chunks)
     disk = sum(f.stat().st_size for f in Path(uri).rglob("*.parquet"))
