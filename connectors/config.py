@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from connectors.delta.maintenance import MaintenancePolicy
+from connectors.delta.parquet import check_compression
 
 
 class Guarantee(StrEnum):
@@ -115,6 +116,12 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_root(cls, value: str) -> str:
         return value.rstrip("/") if value not in ("", "/") else value
+
+    @field_validator("parquet_compression")
+    @classmethod
+    def _writable(cls, value: str) -> str:
+        check_compression(value)
+        return value
 
     @field_validator("kafka_config", "storage_options", mode="before")
     @classmethod

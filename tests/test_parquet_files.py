@@ -15,7 +15,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from connectors.delta.markers import Mark, app_id, coverage, last_record, marker_commit
-from connectors.delta.parquet import writer_properties
+from connectors.delta.parquet import CODECS, writer_properties
 from connectors.delta.parquet_files import ParquetAppender, file_stats, fitted
 from connectors.kafka.records import PARTITION_COLUMNS, SCHEMA
 from tests.test_table_writer import TOPIC, records
@@ -78,6 +78,15 @@ def test_rows_statistics_and_markers_are_those_delta_rs_writes(tmp_path: Path) -
     # The statistics prune: a scan for offsets above 150 reads only partition 1's file.
     above = pl.scan_delta(ours).filter(pl.col("offset") > 150).collect()
     assert sorted(above["offset"].to_list()) == list(range(200, 205))
+
+
+@pytest.mark.parametrize("compression", [*CODECS, "zstd:3"])
+def test_every_compression_setting_writes_files_delta_rs_reads(
+    tmp_path: Path, compression: str
+) -> None:
+    table = create(str(tmp_path / "t"))
+    ParquetAppender(compression).append(table, records(0, 0, 9), arrow_schema(table), None)
+    assert pl.read_delta(str(tmp_path / "t"))["offset"].sort().to_list() == list(range(10))
 
 
 def test_timestamp_bounds_are_truncated_to_milliseconds_as_delta_rs_does(tmp_path: Path) -> None:

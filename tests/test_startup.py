@@ -99,6 +99,15 @@ def bad_configs(topic: str, tmp_path: Path) -> dict[str, tuple[dict[str, str], s
         ),
         "no-root": ({"WAXLAKE_TABLE_ROOT": ""}, "WAXLAKE_TABLE_ROOT is not set"),
         "batch-rows": ({"WAXLAKE_MAX_BATCH_ROWS": "0"}, "WAXLAKE_MAX_BATCH_ROWS:"),
+        "codec-level": (
+            {"WAXLAKE_PARQUET_COMPRESSION": "snappy:1"},
+            "WAXLAKE_PARQUET_COMPRESSION: Value error, Codec 'snappy' doesn't support setting a "
+            "compression level",
+        ),
+        "zstd-level": (
+            {"WAXLAKE_PARQUET_COMPRESSION": "zstd:99"},
+            "WAXLAKE_PARQUET_COMPRESSION: Value error, Compression level for ZSTD should fall",
+        ),
     }
 
 

@@ -11,12 +11,37 @@ from __future__ import annotations
 
 from typing import Literal, cast
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import ColumnProperties, WriterProperties
 
 Codec = Literal["UNCOMPRESSED", "SNAPPY", "GZIP", "BROTLI", "LZ4", "ZSTD", "LZ4_RAW"]
 CODECS = ("uncompressed", "snappy", "gzip", "brotli", "lz4_raw", "zstd")
 OPAQUE_COLUMNS = ("key", "value")
 NO_DICTIONARY = (*OPAQUE_COLUMNS, "offset", "timestamp")
+_PYARROW_CODECS = {"lz4_raw": "lz4", "uncompressed": "none"}  # pyarrow's lz4 is LZ4_RAW
+
+
+def pyarrow_codec(compression: str) -> tuple[str, int | None]:
+    """(codec, level) as pyarrow's Parquet writer names them."""
+    codec, _, level = compression.partition(":")
+    return _PYARROW_CODECS.get(codec, codec), int(level) if level else None
+
+
+def check_compression(compression: str) -> None:
+    """Raise ValueError where either writer would refuse `compression` (a level out of range,
+    or one the codec has not), so that it fails at start-up rather than at the first commit."""
+    writer_properties(compression)
+    codec, level = pyarrow_codec(compression)
+    try:
+        pq.write_table(
+            pa.table({"probe": [0]}),
+            pa.BufferOutputStream(),
+            compression=codec,
+            compression_level=level,
+        )
+    except (pa.ArrowException, ValueError) as exc:
+        raise ValueError(str(exc)) from None
 
 
 def writer_properties(compression: str) -> WriterProperties:

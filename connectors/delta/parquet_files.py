@@ -28,7 +28,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, RemoveAction
 
 from connectors.columns import same_type
-from connectors.delta.parquet import NO_DICTIONARY, OPAQUE_COLUMNS
+from connectors.delta.parquet import NO_DICTIONARY, OPAQUE_COLUMNS, pyarrow_codec
 from connectors.kafka.records import PARTITION_COLUMNS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -62,10 +62,8 @@ class ParquetAppender:
 
     def __init__(self, compression: str) -> None:
         """`compression`: as `WAXLAKE_PARQUET_COMPRESSION` (`lz4_raw`, `zstd:1`, ...)."""
-        codec, _, level = compression.partition(":")
-        self._codec = "lz4" if codec == "lz4_raw" else codec  # pyarrow's lz4 is LZ4_RAW
-        self._level = int(level) if level else None
-        self._suffix = codec.replace("_", "")
+        self._codec, self._level = pyarrow_codec(compression)
+        self._suffix = compression.partition(":")[0].replace("_", "")
 
     def append(
         self,
