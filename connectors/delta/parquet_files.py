@@ -19,6 +19,7 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -193,4 +194,5 @@ def _iso(micros: int) -> str:
 
 
 def _local_path(uri: str) -> str:
-    return uri.removeprefix("file://")
+    """The directory of a local table's URI (delta-rs gives `file:///...`, percent-encoded)."""
+    return unquote(urlparse(uri).path) if uri.startswith("file://") else uri
