@@ -9,8 +9,12 @@ the registry flow's CPU at 1 KB records).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
+import numpy as np
 import pyarrow as pa
+
+Rows = TypeVar("Rows", pa.Table, pa.Array)
 
 
 def one_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -26,6 +30,15 @@ def concat(arrays: Sequence[pa.Array], type: pa.DataType) -> pa.Array:
     if len(rows) == 1:
         return rows[0]
     return pa.concat_arrays(list(arrays)) if arrays else pa.array([], type)
+
+
+def take(data: Rows, indexes: np.ndarray) -> Rows:
+    """`data.take(indexes)` (increasing indexes), without the copy when they are every row in
+    order (one schema for a whole poll: the usual case)."""
+    count = len(data)
+    if len(indexes) == count and (count == 0 or (indexes[0] == 0 and indexes[-1] == count - 1)):
+        return data
+    return data.take(pa.array(indexes))
 
 
 def same_type(a: pa.DataType, b: pa.DataType) -> bool:

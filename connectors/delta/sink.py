@@ -3,7 +3,7 @@
 A table's buffer is committed at each epoch snapshot (and before, at the size and age limits);
 the snapshot waits for every commit it covers, so Bytewax's recovery state never runs ahead of
 what is durable in the table. Commits run on commit threads the tables share (`SharedClients`),
-so the worker keeps reading (delta-rs encodes Parquet without the GIL): one flush of a table in
+so the worker keeps reading (Parquet is encoded without the GIL): one flush of a table in
 flight at a time, in order; a full buffer waits for the one before (back-pressure on the
 source); a failed commit fails the job at the next batch or snapshot. The order of the
 table write and the Kafka group commit is the guarantee (`connectors.guarantees`). Dead letters

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.columns import concat, one_array
+from connectors.columns import concat, one_array, take
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, conform
 from connectors.decoding.registry.avro import UnsupportedSchema
 from connectors.decoding.registry.formats import Format, format_for
@@ -54,16 +54,6 @@ def bisect(
             middle = (start + stop) // 2
             pending += [(middle, stop), (start, middle)]  # the first half next: rows in order
     return good, bad
-
-
-def _rows_at(rows: pa.Table, indexes: np.ndarray) -> pa.Table:
-    """`rows.take(indexes)`, without the copy when they are all the rows in order (one schema
-    for the whole batch: the usual case)."""
-    if len(indexes) == rows.num_rows and (
-        len(indexes) == 0 or (indexes[0] == 0 and indexes[-1] == len(indexes) - 1)
-    ):
-        return rows
-    return rows.take(pa.array(indexes))
 
 
 class ColumnDecoder:
@@ -150,7 +140,7 @@ class ColumnDecoder:
                 }
                 self._reject(split, rows, part_rows[list(bad)], "InvalidPayload", messages)
             for start, stop, struct in good:
-                out.append((_rows_at(rows, part_rows[start:stop]), struct, schema_id))
+                out.append((take(rows, part_rows[start:stop]), struct, schema_id))
         return out
 
     def _format(self, group: Group) -> tuple[Format, int | None]:

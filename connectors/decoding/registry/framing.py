@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.columns import take
+
 ID_PREFIX = 5
 GUID_PREFIX = 17
 
@@ -128,6 +130,5 @@ def _header_guids(headers: pa.Array, header_key: str) -> dict[int, str]:
 
 def payloads(values: pa.Array, rows: np.ndarray, prefix: int) -> pa.BinaryArray:
     """The payloads of `rows` (all with the same prefix length), one binary array."""
-    everything = len(rows) == len(values) and (len(rows) == 0 or rows[-1] == len(rows) - 1)
-    chosen = (values if everything else values.take(pa.array(rows))).cast(pa.binary())
+    chosen = take(values, rows).cast(pa.binary())
     return pc.binary_slice(chosen, prefix, 2**31 - 1)  # no stop: pyarrow 26 mis-sizes it
