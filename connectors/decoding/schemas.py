@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pyarrow as pa
 import yaml
 
@@ -55,6 +54,8 @@ def load_schema(spec: str) -> pa.Schema:
                 for name, value in mapping.items()
             ]
         )
+    import polars as pl  # here, not at the top: the raw flow never needs it (0.1 CPU-s a start)
+
     module_name, _, attribute = spec.partition(":")
     try:
         target: Any = getattr(importlib.import_module(module_name), attribute)
