@@ -202,3 +202,25 @@ def test_arbitrary_bytes_land_exactly_once(
             [] if table is None else table.select("partition", "offset", "key", "value").iter_rows()
         ):
             assert (by_key[(p, o)].key, by_key[(p, o)].value) == (k, v)
+
+
+def test_a_polars_schema_named_in_python_types_the_columns(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    produce(
+        kafka_bootstrap,
+        [
+            (topic, 0, b"1", b'{"user": "ann", "amount": 1, "items": [1, 2]}', []),
+            (topic, 0, b"2", b'{"user": "bob", "amount": "ten"}', []),
+        ],
+    )
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root, schema="tests.test_schema_spec:ORDER")
+    run_json(env, None)
+    run_json(env, None)  # a restart reads the table's own types back
+
+    table = read_table(root / topic)
+    assert table["user"].to_list() == ["ann"] and table["amount"].to_list() == [1.0]
+    assert table["items"].to_list() == [[1, 2]]
+    assert read_table(root / "_dead_letters" / topic)["key"].to_list() == [b"2"]

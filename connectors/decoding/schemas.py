@@ -59,12 +59,14 @@ def load_schema(spec: str) -> pa.Schema:
     module_name, _, attribute = spec.partition(":")
     try:
         target: Any = getattr(importlib.import_module(module_name), attribute)
-        return pl.DataFrame(schema=dict(target)).to_arrow().schema
+        arrow = pl.DataFrame(schema=dict(target)).to_arrow().schema
     except Exception as exc:
         raise ConfigError(
             f"WAXLAKE_SCHEMA: {spec!r} is neither a .json/.yaml schema file nor module:attribute "
             f"naming a polars schema ({exc})"
         ) from None
+    # polars hands out large strings and lists, which Arrow's JSON reader cannot produce
+    return pa.schema([pa.field(f.name, _small(f.type)) for f in arrow])
 
 
 def _type_from_name(field: str, value: Any) -> pa.DataType:
