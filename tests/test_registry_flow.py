@@ -123,6 +123,39 @@ def test_avro_with_every_mapped_type_and_a_reference(
 
 
 CUSTOMER_FIELDS = [f["name"] for f in CUSTOMER["fields"]]
+COMMON_TYPES = {  # only types the direct (pyruhvro) decoder maps: it decodes these records
+    **CUSTOMER,
+    "fields": [
+        f
+        for f in CUSTOMER["fields"]
+        if f["name"] not in ("balance", "ref")  # decimal and uuid take the container path
+    ],
+}
+
+
+def test_avro_of_the_common_types_with_a_reference_lands_exactly(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    client(schema_registry).register_schema(
+        "waxlake.test.Address", Schema(json.dumps(ADDRESS), "AVRO")
+    )
+    ref = SchemaReference("waxlake.test.Address", "waxlake.test.Address", 1)
+    records = [
+        {k: v for k, v in customer(i).items() if k not in ("balance", "ref")} for i in range(40)
+    ]
+    produce_values(
+        kafka_bootstrap, topic, avro(schema_registry, topic, COMMON_TYPES, records, [ref])
+    )
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = table_rows(root, topic)
+    assert dead_letters(root, topic) == []
+    got = [{k: v for k, v in r.items() if k in records[0]} for r in rows]
+    assert got == [{**r, "counters": list(r["counters"].items())} for r in records]
 
 
 def test_protobuf_end_to_end(kafka_bootstrap, schema_registry, topic_factory, tmp_path):
