@@ -13,6 +13,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from deltalake import DeltaTable
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 
 from tests.jobs import Record, job_env, produce
@@ -26,6 +27,19 @@ SERDE: dict[str, Any] = {"subject.name.strategy.type": "TOPIC"}
 def client(url: str) -> SchemaRegistryClient:
     """One client per registry for the session (a dropped client leaks its HTTP session)."""
     return SchemaRegistryClient({"url": url, "timeout": 10})
+
+
+def table_rows(root: Path, topic: str) -> list[dict[str, Any]]:
+    """A topic's table, in Kafka order."""
+    rows = DeltaTable(str(root / topic)).to_pyarrow_table().to_pylist()
+    return sorted(rows, key=lambda r: (r["partition"], r["offset"]))
+
+
+def dead_letters(root: Path, topic: str) -> list[dict[str, Any]]:
+    uri = root / "_dead_letters" / topic
+    if not (uri / "_delta_log").exists():
+        return []
+    return sorted(DeltaTable(str(uri)).to_pyarrow_table().to_pylist(), key=lambda r: r["offset"])
 
 
 def registry_env(

@@ -18,9 +18,16 @@ from tests.jobs import (
     start_job,
     wait_while_running,
 )
-from tests.registry_support import FLOW, avro, produce_values, registry_env
+from tests.registry_support import (
+    FLOW,
+    avro,
+    dead_letters,
+    produce_values,
+    registry_env,
+    table_rows,
+)
 from tests.test_data_loss import wait_for_marker
-from tests.test_registry_flow import V1, V2, dead_letters, table_rows
+from tests.test_registry_flow import V1, V2
 
 
 def test_registry_outage_is_retried_and_nothing_becomes_a_dead_letter(
