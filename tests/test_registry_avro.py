@@ -73,14 +73,17 @@ def customer(i: int) -> dict[str, Any]:
     }
 
 
+def address_reference(url: str) -> SchemaReference:
+    """Register the Address record once under its own subject; a reference to it."""
+    client(url).register_schema("waxlake.test.Address", Schema(json.dumps(ADDRESS), "AVRO"))
+    return SchemaReference("waxlake.test.Address", "waxlake.test.Address", 1)
+
+
 def test_avro_with_every_mapped_type_and_a_reference(
     kafka_bootstrap, schema_registry, topic_factory, tmp_path
 ):
     topic = topic_factory(1)
-    client(schema_registry).register_schema(
-        "waxlake.test.Address", Schema(json.dumps(ADDRESS), "AVRO")
-    )
-    ref = SchemaReference("waxlake.test.Address", "waxlake.test.Address", 1)
+    ref = address_reference(schema_registry)
     records = [customer(i) for i in range(40)]
     values = avro(schema_registry, topic, CUSTOMER, records, references=[ref])
     produce_values(kafka_bootstrap, topic, [*values, None])
@@ -118,10 +121,7 @@ def test_avro_of_the_common_types_with_a_reference_lands_exactly(
     kafka_bootstrap, schema_registry, topic_factory, tmp_path
 ):
     topic = topic_factory(1)
-    client(schema_registry).register_schema(
-        "waxlake.test.Address", Schema(json.dumps(ADDRESS), "AVRO")
-    )
-    ref = SchemaReference("waxlake.test.Address", "waxlake.test.Address", 1)
+    ref = address_reference(schema_registry)
     records = [
         {k: v for k, v in customer(i).items() if k not in ("balance", "ref")} for i in range(40)
     ]
