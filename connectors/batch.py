@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.columns import one_array
+from connectors.columns import one_array, only_value
 from connectors.errors import WaxlakeError
 
 COORDINATES = ("topic", "partition", "offset")
@@ -78,7 +78,7 @@ def check_rule(batch: KafkaBatch, step: str) -> None:
     if rows.num_rows == 0:
         return
     if (
-        _bounds(rows["partition"]) != (batch.partition, batch.partition)
+        only_value(rows["partition"]) != batch.partition
         or not pc.all(pc.equal(rows["topic"], batch.topic)).as_py()
     ):
         raise StepRuleError(f"{where}: rows of another topic or partition appeared in the batch")
@@ -94,14 +94,6 @@ def check_rule(batch: KafkaBatch, step: str) -> None:
         )
     if pc.count_distinct(offsets).as_py() != rows.num_rows:
         raise StepRuleError(f"{where}: an offset appears twice; a row may not be duplicated")
-
-
-def _bounds(column: pa.ChunkedArray) -> tuple[object, object]:
-    """(min, max) of a column without nulls; (None, None) if it has any."""
-    if column.null_count:
-        return None, None
-    found = pc.min_max(column)
-    return found["min"].as_py(), found["max"].as_py()
 
 
 def _kept_in_order(offsets: pa.ChunkedArray, read: pa.ChunkedArray) -> bool:

@@ -9,10 +9,11 @@ the registry flow's CPU at 1 KB records).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 Rows = TypeVar("Rows", pa.Table, pa.Array)
 
@@ -30,6 +31,14 @@ def concat(arrays: Sequence[pa.Array], type: pa.DataType) -> pa.Array:
     if len(rows) == 1:
         return rows[0]
     return pa.concat_arrays(list(arrays)) if arrays else pa.array([], type)
+
+
+def only_value(column: pa.ChunkedArray | pa.Array) -> Any:
+    """The value every row of `column` holds (one pass), or None: no rows, nulls, several."""
+    if not len(column) or column.null_count:
+        return None
+    low, high = pc.min_max(column).values()
+    return low.as_py() if low == high else None
 
 
 def take(data: Rows, indexes: np.ndarray) -> Rows:

@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction
 
+from connectors.columns import only_value
+
 log = logging.getLogger(__name__)
 
 APP_ID_PREFIX = "waxlake"
@@ -63,8 +65,7 @@ def last_record(raw: pa.Table, partition: int) -> Mark:
         return Mark(-1)
     offsets = raw["offset"]
     last = offsets[-1].as_py()
-    low, high = pc.min_max(raw["partition"]).values()
-    if pc.max(offsets).as_py() != last or low.as_py() != partition or high.as_py() != partition:
+    if pc.max(offsets).as_py() != last or only_value(raw["partition"]) != partition:
         return coverage(raw).get(partition, Mark(-1))
     stamp = raw["timestamp"].slice(raw.num_rows - 1).cast(pa.timestamp("ms", tz="UTC"))
     millis = stamp.cast(pa.int64())[0].as_py()

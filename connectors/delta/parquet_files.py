@@ -28,7 +28,7 @@ from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, RemoveAction
 
-from connectors.columns import same_type
+from connectors.columns import only_value, same_type
 from connectors.delta.parquet import NO_DICTIONARY, OPAQUE_COLUMNS, pyarrow_codec
 from connectors.kafka.records import PARTITION_COLUMNS
 
@@ -124,9 +124,9 @@ def _by_partition(rows: pa.Table) -> dict[int, list[pa.RecordBatch]]:
     for chunk in rows.to_batches():
         if chunk.num_rows == 0:
             continue
-        low, high = pc.min_max(chunk["partition"]).values()
-        if low == high:
-            groups[low.as_py()].append(chunk)
+        partition = only_value(chunk["partition"])
+        if partition is not None:
+            groups[partition].append(chunk)
             continue
         for partition in pc.unique(chunk["partition"]).to_pylist():
             groups[partition].append(chunk.filter(pc.equal(chunk["partition"], partition)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.columns import one_array
+from connectors.columns import one_array, only_value
 from connectors.config import ConfigError, Settings
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, DecoderFactory
 from connectors.decoding.registry.decoder import (
@@ -87,9 +87,9 @@ def _in_order(table: pa.Table) -> bool:
     if table.num_rows < 2:
         return True
     offsets = one_array(table["offset"])
-    same = pc.all(pc.equal(table["partition"], table["partition"][0])).as_py()
     steps = pc.pairwise_diff(offsets).slice(1)
-    return bool(same and pc.all(pc.greater(steps, 0)).as_py())
+    one_partition = only_value(table["partition"]) is not None
+    return bool(one_partition and pc.all(pc.greater(steps, 0)).as_py())
 
 
 def _split_fields(schema: pa.Schema) -> tuple[pa.Schema, pa.Schema]:
