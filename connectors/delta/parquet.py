@@ -3,8 +3,9 @@
 Opaque bytes (`key`, `value`) get neither dictionaries nor statistics: neither helps a query on
 them and both cost CPU on every write. `offset` and `timestamp` keep statistics (queries and
 waxlake's own MERGEs prune by them) but no dictionary: their values are (nearly) all distinct, so
-a dictionary only costs CPU, bytes and read time (measured: 15% of the write CPU at 1 KB). LZ4_RAW compresses fast with fast reads; ZSTD makes smaller
-files for a little more CPU; `WAXLAKE_PARQUET_COMPRESSION` picks.
+a dictionary only costs CPU, bytes and read time (measured: 15% of the write CPU at 1 KB).
+LZ4_RAW compresses fast with fast reads; ZSTD makes smaller files for a little more CPU;
+`WAXLAKE_PARQUET_COMPRESSION` picks.
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ NO_DICTIONARY = (*OPAQUE_COLUMNS, "offset", "timestamp")
 _PYARROW_CODECS = {"lz4_raw": "lz4", "uncompressed": "none"}  # pyarrow's lz4 is LZ4_RAW
 
 
+def parse_compression(compression: str) -> tuple[str, int | None]:
+    """`WAXLAKE_PARQUET_COMPRESSION` (a codec of CODECS, optionally `:level`) as (codec, level)."""
+    codec, _, level = compression.partition(":")
+    return codec, int(level) if level else None
+
+
 def pyarrow_codec(compression: str) -> tuple[str, int | None]:
     """(codec, level) as pyarrow's Parquet writer names them."""
-    codec, _, level = compression.partition(":")
-    return _PYARROW_CODECS.get(codec, codec), int(level) if level else None
+    codec, level = parse_compression(compression)
+    return _PYARROW_CODECS.get(codec, codec), level
 
 
 def check_compression(compression: str) -> None:
@@ -46,12 +53,12 @@ def check_compression(compression: str) -> None:
 
 def writer_properties(compression: str) -> WriterProperties:
     """`compression`: a codec of CODECS, optionally with a level (`zstd:3`)."""
-    codec, _, level = compression.partition(":")
+    codec, level = parse_compression(compression)
     opaque = ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE")
     distinct = ColumnProperties(dictionary_enabled=False)
     columns = dict.fromkeys(NO_DICTIONARY, distinct) | dict.fromkeys(OPAQUE_COLUMNS, opaque)
     return WriterProperties(
         compression=cast(Codec, codec.upper()),
-        compression_level=int(level) if level else None,
+        compression_level=level,
         column_properties=columns,
     )

@@ -2,11 +2,12 @@
 
 Why not `write_deltalake`: delta-rs splits a partitioned write by partition value, copying every
 row, and that split cost about as much as the encoding (`bench_parquet.py`, 1 KB rows, the same
-properties: 1.31 CPU-µs a row, against 0.71 here; README, "Parquet writer settings"). The job's rows arrive in chunks of one
-Kafka partition each (a poll is one partition), so each partition's file is written straight from
-its chunks, without a copy. The add actions (with the statistics delta-rs would write) and the
-`txn` markers then go in one commit against the same snapshot, so conflicts are detected as
-before. Object stores and tables laid out by something else keep `write_deltalake`.
+properties: 1.31 CPU-µs a row, against 0.71 here; README, "Parquet writer settings"). The job's
+rows arrive in chunks of one Kafka partition each (a poll is one partition), so each partition's
+file is written straight from its chunks, without a copy. The add actions (with the statistics
+delta-rs would write) and the `txn` markers then go in one commit against the same snapshot, so
+conflicts are detected as before. Object stores and tables laid out by something else keep
+`write_deltalake`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, RemoveAction
 
 from connectors.columns import only_value, same_type
-from connectors.delta.parquet import NO_DICTIONARY, OPAQUE_COLUMNS, pyarrow_codec
+from connectors.delta.parquet import (
+    NO_DICTIONARY,
+    OPAQUE_COLUMNS,
+    parse_compression,
+    pyarrow_codec,
+)
 from connectors.kafka.records import PARTITION_COLUMNS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -64,7 +70,7 @@ class ParquetAppender:
     def __init__(self, compression: str) -> None:
         """`compression`: as `WAXLAKE_PARQUET_COMPRESSION` (`lz4_raw`, `zstd:1`, ...)."""
         self._codec, self._level = pyarrow_codec(compression)
-        self._suffix = compression.partition(":")[0].replace("_", "")
+        self._suffix = parse_compression(compression)[0].replace("_", "")
 
     def append(
         self,
