@@ -52,6 +52,7 @@ class KafkaBatch:
         return self.table or self.topic
 
     def with_rows(self, rows: pa.Table, **changes: object) -> KafkaBatch:
+        """This batch with other rows: what a step returns, its coverage unchanged."""
         return replace(self, rows=rows, **changes)  # type: ignore[arg-type]
 
     def describe(self) -> str:

@@ -5,7 +5,10 @@ Every setting is documented in README.md; the names here are the contract.
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -96,7 +99,7 @@ class Settings(BaseSettings):
     cdc_format: Literal["", "debezium"] = ""
     key_buckets: int = Field(default=16, gt=0, le=4096)
     state_merge_rows: int = Field(default=2_000_000, gt=0)
-    log_level: str = "INFO"
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     bytewax_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = "ERROR"
 
@@ -111,6 +114,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("parquet_compression", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("table_root")
     @classmethod
@@ -166,6 +174,34 @@ _ENV_NAMES = {
 
 def _env_name(field: str) -> str:
     return _ENV_NAMES.get(field, f"WAXLAKE_{field.upper()}")
+
+
+TOOL_VARIABLES = {
+    "WAXLAKE_TEST_BROKER",
+    "WAXLAKE_REQUIRE_BROKER",
+    "WAXLAKE_REQUIRE_REGISTRY",
+    "WAXLAKE_KAFKA_CACHE",
+    "WAXLAKE_REGISTRY_CACHE",
+    "WAXLAKE_REGISTRY_JAVA",
+    "WAXLAKE_REGISTRY_MVN",
+    "WAXLAKE_CRASH_SEED",
+    "WAXLAKE_TEST_STEP",
+}
+"""Variables of the local brokers and the tests (README, "Tests"), not job settings."""
+
+
+def unknown_settings(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """One line per `WAXLAKE_*` variable no setting reads: a misspelt name would otherwise be
+    ignored silently (`WAXLAKE_GUARANTE=at-most-once` runs exactly-once)."""
+    known = {_env_name(field) for field in Settings.model_fields}
+    lines = []
+    for name in sorted(environ):
+        if not name.startswith("WAXLAKE_") or name in known or name in TOOL_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"{name} is not a waxlake setting{hint}; it is ignored")
+    return lines
 
 
 def load_settings() -> Settings:

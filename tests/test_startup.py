@@ -108,6 +108,7 @@ def bad_configs(topic: str, tmp_path: Path) -> dict[str, tuple[dict[str, str], s
             {"WAXLAKE_PARQUET_COMPRESSION": "zstd:99"},
             "WAXLAKE_PARQUET_COMPRESSION: Value error, Compression level for ZSTD should fall",
         ),
+        "log-level": ({"WAXLAKE_LOG_LEVEL": "LOUD"}, "WAXLAKE_LOG_LEVEL: Input should be"),
     }
 
 
@@ -128,3 +129,28 @@ def test_bad_configuration_stops_with_one_clear_line(
     assert line.startswith("waxlake: error: ")
     assert expected in line
     assert not (root / topic).exists()
+
+
+def test_misspelt_settings_are_named_and_upper_case_codecs_accepted(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    produce(kafka_bootstrap, simple_items(topic, 1, 10))
+    root = tmp_path / "lake"
+    env = {
+        **job_env(kafka_bootstrap, [topic], root),
+        "WAXLAKE_GUARANTE": "at-most-once",
+        "WAXLAKE_PARQUET_COMPRESSION": "ZSTD:3",
+        "WAXLAKE_TEST_BROKER": "kafka",  # the test tooling's own variables are not settings
+        # Consumer-only librdkafka settings reach the consumers, and no admin client warns.
+        "WAXLAKE_KAFKA_CONFIG": json.dumps({"queued.min.messages": 5000, "fetch.wait.max.ms": 50}),
+    }
+    result = run_job(env, None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warned = [line for line in result.stderr.splitlines() if "not a waxlake setting" in line]
+    assert len(warned) == 1, result.stderr[-3000:]
+    assert "WAXLAKE_GUARANTE is not a waxlake setting" in warned[0]
+    assert "did you mean WAXLAKE_GUARANTEE?" in warned[0]
+    assert "consumer property" not in result.stderr, result.stderr[-3000:]
+    assert read_table(root / topic).height == 10
+    assert all(".zstd." in p.name for p in (root / topic).rglob("*.parquet"))

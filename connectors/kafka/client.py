@@ -76,18 +76,20 @@ def make_consumer(
         ) from None
 
 
+_CONSUMER_ONLY = (
+    *("isolation.", "auto.offset", "auto.commit", "enable.auto", "enable.partition.eof"),
+    *("group.", "allow.auto", "queued.", "fetch.", "max.partition.fetch", "check.crcs"),
+    *("session.timeout", "heartbeat.", "partition.assignment", "coordinator.query"),
+    *("max.poll.interval", "consume.callback", "offset.store"),
+)
+"""Prefixes of librdkafka's consumer-only properties: an admin client warns about each
+(`CONFWARN ... is a consumer property and will be ignored`), so they are left out of its config."""
+
+
 def make_admin(settings: Settings) -> AdminClient:
     """An admin client with the job's connection settings (security included)."""
     config = consumer_config(settings, what="admin")
-    return AdminClient(
-        {
-            k: v
-            for k, v in config.items()
-            if not k.startswith(
-                ("isolation.", "auto.offset", "enable.auto", "group.", "allow.auto")
-            )
-        }
-    )
+    return AdminClient({k: v for k, v in config.items() if not k.startswith(_CONSUMER_ONLY)})
 
 
 def list_partitions(

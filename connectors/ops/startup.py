@@ -18,7 +18,7 @@ from typing import TypeVar
 from bytewax.tracing import setup_tracing
 from pythonjsonlogger.json import JsonFormatter
 
-from connectors.config import ConfigError, Settings, load_settings
+from connectors.config import ConfigError, Settings, load_settings, unknown_settings
 from connectors.delta import markers as offsets
 from connectors.errors import WaxlakeError, install_excepthook
 from connectors.kafka.client import list_partitions, make_admin, make_consumer
@@ -152,6 +152,8 @@ def start() -> Settings:
     try:
         settings = load_settings()
         configure_logging(settings)
+        for line in unknown_settings():
+            log.warning("%s", line)
         partitions = preflight(settings)
         install_signal_handlers()
         watch_partitions(settings, partitions)
