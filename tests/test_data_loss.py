@@ -269,10 +269,12 @@ def test_move_marker_refuses_to_go_back_over_rows_and_records_a_skip(
     moved = move_marker(env, root, topic, "--next-offset", "0", "--adopt-topic-id")
     assert moved.returncode == 0, moved.stderr
     assert gaps(root, topic) == []  # moving back skips nothing
-    landed = run_job(env, tmp_path / "fresh-recovery")
+    # The recovery store still holds the old topic's position (700): the moved marker wins.
+    landed = run_job(env, root / "_recovery")
     assert landed.returncode == 0, landed.stderr[-3000:]
     table = read_table(root / topic).sort("offset")
     assert table["value"].to_list() == [r.value for r in produced]
+    assert "resumes at offset 0, where waxlake move-marker put it" in landed.stderr
 
     ahead = move_marker(env, root, topic, "--next-offset", "900", "--reason", "bad batch")
     assert ahead.returncode == 0, ahead.stderr

@@ -89,17 +89,27 @@ def coverage(raw: pa.Table) -> dict[int, Mark]:
     }
 
 
+def moved_app_id(topic: str, partition: int) -> str:
+    """The marker an operator set with `waxlake move-marker` (the last one)."""
+    return f"{app_id(topic, partition)}:moved"
+
+
 def marker_commit(
-    topic: str, marks: Mapping[int, Mark], *, forget_probe: bool = False
+    topic: str, marks: Mapping[int, Mark], *, moved: bool = False
 ) -> CommitProperties:
     """`txn` actions that move the markers of `marks` (and their fingerprints) in one commit.
 
     A mark without a record (only transaction markers were covered) keeps the last probe;
-    `forget_probe` drops it (an operator moved the marker: the old record proves nothing)."""
+    `moved` (an operator moved the marker) drops it, the old record proving nothing, and
+    records the move, so that the moved marker wins over the recovery store's position."""
     transactions = []
     for partition, mark in sorted(marks.items()):
         transactions.append(Transaction(app_id=app_id(topic, partition), version=mark.last_offset))
-        if mark.probe_offset >= 0 or forget_probe:
+        if moved:
+            transactions.append(
+                Transaction(app_id=moved_app_id(topic, partition), version=mark.last_offset)
+            )
+        if mark.probe_offset >= 0 or moved:
             transactions.append(
                 Transaction(app_id=fingerprint_app_id(topic, partition), version=mark.timestamp_ms)
             )
@@ -118,6 +128,11 @@ def table_fingerprint(table: DeltaTable, topic: str, partition: int) -> tuple[in
     if stamp is None or probe is None or stamp < 0 or probe < 0:
         return None
     return probe, stamp
+
+
+def was_moved(table: DeltaTable, topic: str, partition: int, marker: int) -> bool:
+    """The table's `marker` is still the one `waxlake move-marker` set (no commit since)."""
+    return table.transaction_version(moved_app_id(topic, partition)) == marker
 
 
 def table_markers(table: DeltaTable, topic: str, partitions: Iterable[int]) -> dict[int, int]:

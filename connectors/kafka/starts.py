@@ -62,9 +62,18 @@ class StartResolver:
         starts: dict[Key, StartPosition] = {}
         without: dict[str, list[int]] = {}
         for key, state in resume.items():
-            marker, landed = None, None
+            marker, landed, moved = None, None, False
             if guarantee is Guarantee.EXACTLY_ONCE:
-                marker, landed = self._lowest_marker(*key)
+                marker, landed, moved = self._lowest_marker(*key)
+            if moved and marker is not None and state != marker + 1:
+                log.info(
+                    "%s[%d] resumes at offset %d, where waxlake move-marker put it (not at the "
+                    "recovery store's %s)",
+                    *key,
+                    marker + 1,
+                    state,
+                )
+                state = None  # the operator's marker wins over the store's older position
             start = guarantees.start_offset(
                 guarantee, table_marker=marker, resume_state=state, group_offset=group.get(key)
             )
@@ -96,8 +105,9 @@ class StartResolver:
 
     def _lowest_marker(
         self, topic: str, partition: int
-    ) -> tuple[int | None, tuple[int, int] | None]:
-        """The lowest marker of the topic's tables that have one, and its last record read."""
+    ) -> tuple[int | None, tuple[int, int] | None, bool]:
+        """The lowest marker of the topic's tables that have one, its last record read, and
+        whether `waxlake move-marker` set it."""
         found = []
         for name in self._tables[topic]:
             table = self._table(name)
@@ -105,10 +115,12 @@ class StartResolver:
                 continue
             marker = offsets.table_markers(table, topic, [partition]).get(partition)
             if marker is not None:
-                found.append((marker, offsets.table_fingerprint(table, topic, partition)))
+                fingerprint = offsets.table_fingerprint(table, topic, partition)
+                moved = offsets.was_moved(table, topic, partition, marker)
+                found.append((marker, fingerprint, moved))
         if not found:
-            return None, None
-        return min(found, key=lambda pair: pair[0])
+            return None, None, False
+        return min(found, key=lambda found: found[0])
 
     def _table(self, name: str) -> DeltaTable | None:
         """A table, opened once (every partition of it needs its markers)."""

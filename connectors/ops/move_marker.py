@@ -102,6 +102,6 @@ def _adopt(settings: Settings, table: DeltaTable, topic: str) -> None:
 
 def _set_marker(table: DeltaTable, topic: str, partition: int, last: int) -> None:
     """An empty commit whose only content is the marker (its record's timestamp unknown)."""
-    commit = offsets.marker_commit(topic, {partition: offsets.Mark(last)}, forget_probe=True)
+    commit = offsets.marker_commit(topic, {partition: offsets.Mark(last)}, moved=True)
     empty = pa.schema(table.schema().to_arrow()).empty_table()
     write_deltalake(table, empty, mode="append", commit_properties=commit)
