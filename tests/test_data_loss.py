@@ -15,9 +15,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
 from connectors.delta.markers import app_id
+from connectors.kafka.topic_ids import broker_topic_ids
 from tests.broker_ops import delete_records, recreate_topic
 from tests.jobs import (
     job_env,
@@ -234,6 +236,39 @@ def test_recreated_while_running_stops(log_broker, topic_factory, tmp_path):
     line = last_line(log.read_text())
     assert line.startswith("waxlake: error: "), log.read_text()[-3000:]
     assert f"topic {topic} partition 0" in line and "reused" in line
+    assert pl.read_delta(str(root / topic)).height == 300
+
+
+def test_recreated_and_grown_past_the_position_while_running_lands_nothing(
+    log_broker, topic_factory, tmp_path
+):
+    """The new topic already holds more records than the old one when the job reads again: no
+    offset is out of range, and only the topic ID tells its records from the old topic's."""
+    topic = topic_factory(1, bootstrap=log_broker)
+    admin = AdminClient({"bootstrap.servers": log_broker})
+    if broker_topic_ids(admin, [topic])[topic] is None:
+        pytest.skip("the broker reports no topic IDs: README documents what is left without")
+    root = tmp_path / "lake"
+    log = tmp_path / "job.log"
+    fetch_wait_ms = 50  # as in test_deleted_while_running: no fetch in flight while stopped
+    env = job_env(
+        log_broker, [topic], root, kafka_config=json.dumps({"fetch.wait.max.ms": fetch_wait_ms})
+    )
+    produce(log_broker, simple_items(topic, 1, 300))
+    proc = start_job(env, root / "_recovery", log)
+    try:
+        wait_for_marker(root, topic, 299, proc, log)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(10 * fetch_wait_ms / 1000)
+        recreate_topic(log_broker, topic, 1)
+        produce(log_broker, simple_items(topic, 1, 400))
+        proc.send_signal(signal.SIGCONT)
+        assert proc.wait(timeout=90) != 0
+    finally:
+        kill_if_running(proc)
+    line = last_line(log.read_text())
+    assert line.startswith("waxlake: error: "), log.read_text()[-3000:]
+    assert f"topic {topic}" in line and ("recreated" in line or "reused" in line), line
     assert pl.read_delta(str(root / topic)).height == 300
 
 

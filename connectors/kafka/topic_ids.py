@@ -18,6 +18,7 @@ from deltalake import DeltaTable
 from connectors.config import Settings
 from connectors.delta import markers as offsets
 from connectors.errors import OffsetsReusedError
+from connectors.kafka.client import make_admin
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ _NO_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # the all-zero UUID, base64: the broker has n
 
 KNOWN: dict[str, str | None] = {}
 """Topic -> ID as the broker reported it at start-up (None: no ID), for the table writers."""
+_ADMIN: list[AdminClient] = []  # one per process, made at the first commit that checks
 
 
 def broker_topic_ids(admin: AdminClient, topics: list[str]) -> dict[str, str | None]:
@@ -73,6 +75,27 @@ def check_topic_ids(settings: Settings, admin: AdminClient) -> None:
             raise OffsetsReusedError(
                 recreated_message(topic, settings.table_uri(topic), stored, current)
             )
+
+
+def check_unchanged(settings: Settings, topic: str) -> None:
+    """Before each commit: the topic still has the ID it had at start-up. A topic recreated
+    while the job runs can grow past the job's position before the job reads again; then no
+    offset is out of range, and its records would land as if they were the old topic's."""
+    known = KNOWN.get(topic)
+    if known is None:
+        return
+    if not _ADMIN:
+        _ADMIN.append(make_admin(settings))
+    current = broker_topic_ids(_ADMIN[0], [topic]).get(topic)
+    if current is not None and current != known:
+        raise OffsetsReusedError(
+            f"topic {topic} was deleted and recreated while the job ran: it was read as topic "
+            f"ID {known}, but the broker's topic {topic} now has ID {current}, so the records "
+            "read since the last commit may be the new topic's; none of them was written (those "
+            "of the old topic are gone with it). Land the new topic into a new "
+            "WAXLAKE_TABLE_ROOT (or move the old table away); see README 'When Kafka loses "
+            "records'"
+        )
 
 
 def stamp(table: DeltaTable, topic: str, topic_id: str) -> None:
