@@ -53,8 +53,12 @@ def reject_decoded(
     if not pc.any(mask).as_py():
         return rows
     bad = rows.filter(mask).select(["partition", "offset"])
-    records = raw.join(bad, keys=["partition", "offset"], join_type="inner")
-    split.dead.append(dead_letters(records.select(raw.column_names), error_class, message))
+    # Join the coordinates only: a list column (headers) cannot be a join's payload.
+    where = raw.select(["partition", "offset"]).append_column(
+        "__row", pa.array(range(raw.num_rows), pa.int64())
+    )
+    matched = where.join(bad, keys=["partition", "offset"], join_type="inner").sort_by("__row")
+    split.dead.append(dead_letters(raw.take(matched["__row"]), error_class, message))
     return rows.filter(pc.invert(mask))
 
 

@@ -25,13 +25,20 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from connectors.config import Settings
-from connectors.decoding.state_changes import BUCKET, DELETED, key_columns, latest_per_key
+from connectors.decoding.state_changes import (
+    BUCKET,
+    DELETED,
+    STATE_COLUMNS,
+    key_columns,
+    latest_per_key,
+)
 from connectors.delta import markers as offsets
 from connectors.delta.conflicts import retry_conflicts
 from connectors.delta.handle import TableHandle
 from connectors.delta.maintenance import MaintenancePolicy
 from connectors.delta.sink import WriterFactory
 from connectors.delta.table_writer import CommitResult, above_markers
+from connectors.kafka.records import SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +88,23 @@ class StateTableWriter:
         def commit(attempt: int) -> CommitResult:
             table = self.current()
             if table is None:
-                table = self._create(changes.schema)
+                schema = changes.schema if changes.num_columns else self._bare_schema()
+                if schema is None:  # no row yet, and the key fields' types are unknown
+                    return CommitResult(0, 0, None, attempt)
+                table = self._create(schema)
             return self._merge(table, changes, marks, attempt)
 
         return retry_conflicts(
             self.uri, self.topic, self._max_attempts, commit, self._handle.reopen
         )
+
+    def _bare_schema(self) -> pa.Schema | None:
+        """The columns of a table keyed by the Kafka key, for a first flush with no change
+        (every record a dead letter): its markers need a table. Key fields: types unknown."""
+        if self._keys != ["key"]:
+            return None
+        names = [*STATE_COLUMNS, "key"]
+        return pa.schema([*(SCHEMA.field(n) for n in names), pa.field(BUCKET, pa.int32())])
 
     def _create(self, schema: pa.Schema) -> DeltaTable:
         columns = pa.schema([f for f in schema if f.name != DELETED])
@@ -103,6 +121,8 @@ class StateTableWriter:
     ) -> CommitResult:
         markers = offsets.table_markers(table, self.topic, marks)
         moving = {p: m for p, m in marks.items() if p not in markers or m.last_offset > markers[p]}
+        if not changes.num_columns:  # every record of the flush went elsewhere
+            changes = pa.schema(table.schema().to_arrow()).empty_table()
         fresh = above_markers(changes, markers)
         latest = latest_per_key(fresh, self._keys) if fresh.num_rows else fresh
         fence = Transaction(app_id=f"waxlake:{self.topic}:state-writer", version=table.version())
