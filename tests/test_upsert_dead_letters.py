@@ -128,3 +128,38 @@ def test_a_flush_of_only_a_debezium_tombstone_moves_the_markers(
 
     assert state(root, topic, key="id") == {}
     assert dead_letters(root, topic) == []
+
+
+def test_a_tombstone_deletes_by_the_key_fields_in_its_json_kafka_key(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """With WAXLAKE_KEY_FIELDS a tombstone has no fields: they come from its Kafka key when that
+    is a JSON object holding them (plain, or Kafka Connect's schema/payload wrapper)."""
+    topic = topic_factory(1)
+    wrapped = {"schema": {"type": "struct", "fields": []}, "payload": {"id": 2}}
+    items: list[tuple[bytes | None, Any]] = [
+        (json.dumps({"id": i}).encode(), {"id": i, "v": f"v{i}"}) for i in (1, 2, 3)
+    ]
+    items += [
+        (json.dumps({"id": 1}).encode(), None),
+        (json.dumps(wrapped).encode(), None),
+        (b"plain-key", None),
+        (json.dumps({"other": 3}).encode(), None),
+        (None, None),
+    ]
+    produce(
+        kafka_bootstrap,
+        [(topic, 0, k, None if v is None else json.dumps(v).encode(), ()) for k, v in items],
+    )
+    root = tmp_path / "lake"
+
+    run_twice(job_env(kafka_bootstrap, [topic], root, key_fields="id"), root, topic)
+
+    assert {k: r["v"] for k, r in state(root, topic, key="id").items()} == {3: "v3"}
+    dead = reasons(root, topic)
+    assert {o: c for o, (c, _) in dead.items()} == {
+        5: "MissingKey",
+        6: "MissingKey",
+        7: "MissingKey",
+    }
+    assert all("tombstone" in message and "JSON object" in message for _, message in dead.values())

@@ -19,10 +19,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.columns import one_array
 from connectors.config import ConfigError, Guarantee, Settings
 from connectors.decoding import debezium
 from connectors.decoding.base import TOMBSTONE_COLUMN, Decoder, DecoderFactory
 from connectors.decoding.json_values import JsonDecoder
+from connectors.decoding.kafka_keys import fill_from_kafka_key
 from connectors.decoding.schemas import decoded_fields, existing_schema, load_schema
 from connectors.delta.dead_letters import Split, dead_letters
 
@@ -97,22 +99,35 @@ class ChangeDecoder:
         for column in self.key_columns:
             if column not in rows.column_names:
                 rows = rows.append_column(column, pa.nulls(rows.num_rows))
-        no_key = pc.is_null(rows[self.key_columns[0]])
-        for column in self.key_columns[1:]:
-            no_key = pc.or_(no_key, pc.is_null(rows[column]))
-        what = (
-            f"key field(s) {', '.join(self.key_columns)} (WAXLAKE_KEY_FIELDS)"
-            if self._by_fields
-            else "Kafka key"
-        )
+        fields = ", ".join(self.key_columns)
+        if self._by_fields:
+            deleted = one_array(rows[DELETED])
+            rows = fill_from_kafka_key(rows, self.key_columns, deleted)
+            rows = reject_decoded(
+                split,
+                raw,
+                rows,
+                pc.and_(pc.fill_null(rows[DELETED], False), self._no_key(rows)),
+                "MissingKey",
+                f"the delete has no key field(s) {fields} (WAXLAKE_KEY_FIELDS) in its value (a "
+                "tombstone has none) nor in its Kafka key, which is not a JSON object holding "
+                "them, so it names no row of the state table",
+            )
+        what = f"key field(s) {fields} (WAXLAKE_KEY_FIELDS)" if self._by_fields else "Kafka key"
         return reject_decoded(
             split,
             raw,
             rows,
-            no_key,
+            self._no_key(rows),
             "MissingKey",
             f"the change has no {what}, so it names no row of the state table",
         )
+
+    def _no_key(self, rows: pa.Table) -> pa.Array:
+        no_key = pc.is_null(rows[self.key_columns[0]])
+        for column in self.key_columns[1:]:
+            no_key = pc.or_(no_key, pc.is_null(rows[column]))
+        return no_key
 
 
 def latest_per_key(changes: pa.Table, key_columns: Sequence[str]) -> pa.Table:
