@@ -32,6 +32,7 @@ from connectors.decoding.state_changes import (
     key_columns,
     latest_per_key,
 )
+from connectors.decoding.state_startup import BUCKETS_PROPERTY, stored_buckets
 from connectors.delta import markers as offsets
 from connectors.delta.conflicts import retry_conflicts
 from connectors.delta.handle import TableHandle
@@ -63,6 +64,7 @@ class StateTableWriter:
         max_attempts: int = 20,
         maintenance: MaintenancePolicy | None = None,
         merge_rows: int = 2_000_000,
+        key_buckets: int | None = None,
     ) -> None:
         self.uri = uri
         self.topic = topic
@@ -73,6 +75,8 @@ class StateTableWriter:
         self._handle = TableHandle(uri, storage_options, policy)
         self._properties = policy.writer_properties()
         self._merge_rows = merge_rows
+        self._buckets = key_buckets
+        self._stamped = key_buckets is None
 
     def current(self) -> DeltaTable | None:
         return self._handle.current()
@@ -92,11 +96,23 @@ class StateTableWriter:
                 if schema is None:  # no row yet, and the key fields' types are unknown
                     return CommitResult(0, 0, None, attempt)
                 table = self._create(schema)
+            self._stamp(table)
             return self._merge(table, changes, marks, attempt)
 
         return retry_conflicts(
             self.uri, self.topic, self._max_attempts, commit, self._handle.reopen
         )
+
+    def _stamp(self, table: DeltaTable) -> None:
+        """Record the bucket count on the table (once), so a later start with another count is
+        refused (`state_startup.check_buckets`; a table made before the property passed it)."""
+        if self._stamped or self._buckets is None:
+            return
+        if stored_buckets(table) is None:
+            properties = {BUCKETS_PROPERTY: str(self._buckets)}
+            table.alter.set_table_properties(properties, raise_if_not_exists=False)
+            log.info("%s: stamped with %d key buckets", self.uri, self._buckets)
+        self._stamped = True
 
     def _bare_schema(self) -> pa.Schema | None:
         """The columns of a table keyed by the Kafka key, for a first flush with no change
@@ -211,6 +227,7 @@ def state_tables(settings: Settings) -> WriterFactory:
             settings.commit_retries,
             maintenance=settings.maintenance(),
             merge_rows=settings.state_merge_rows,
+            key_buckets=settings.key_buckets,
         )
 
     return make
