@@ -145,6 +145,33 @@ def test_debezium_envelopes(wrap, kafka_bootstrap, topic_factory, tmp_path):
     assert not (root / "_dead_letters" / topic / "_delta_log").exists()
 
 
+def test_sql_server_change_lsn_is_the_cdc_lsn(kafka_bootstrap, topic_factory, tmp_path):
+    """Debezium's SQL Server source block has `change_lsn` and `commit_lsn`, no `lsn`."""
+    topic = topic_factory(1)
+
+    def event(op: str, row: dict[str, Any], i: int) -> tuple[str, int, bytes, bytes, tuple[()]]:
+        source = {
+            "connector": "sqlserver",
+            "ts_ms": 1_700_000_000_000 + i,
+            "change_lsn": f"00000027:00000758:000{i}",
+            "commit_lsn": "00000027:00000758:0009",
+        }
+        after = None if op == "d" else row
+        payload = {"before": row if op != "c" else None, "after": after, "op": op, "source": source}
+        key = json.dumps({"id": row["id"]}).encode()
+        return (topic, 0, key, json.dumps(payload).encode(), ())
+
+    produce(kafka_bootstrap, [event("c", {"id": 1, "n": 1}, 1), event("u", {"id": 1, "n": 2}, 2)])
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root, cdc_format="debezium", key_fields="id")
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = state(root, topic, key="id")[1]
+    assert (row["n"], row["cdc_lsn"]) == (2, "00000027:00000758:0002")
+
+
 def test_a_key_that_moves_partition_follows_timestamps(kafka_bootstrap, topic_factory, tmp_path):
     """After a repartition a key's changes come from another partition: the later timestamp
     wins, whatever order the partitions are committed in."""

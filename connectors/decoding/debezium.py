@@ -3,8 +3,8 @@
 `op` `c` (create), `r` (snapshot read) and `u` (update) upsert the row in `after`; `d` deletes
 the row in `before`. Debezium's tombstone (a null value after a delete, for log compaction) is
 ignored: the delete already happened. The source block gives `cdc_source_ts` (source.ts_ms) and,
-where the connector has them, `cdc_lsn` (PostgreSQL, SQL Server), `cdc_scn` (Oracle) and
-`cdc_position` (MySQL binlog `file:pos`).
+where the connector has them, `cdc_lsn` (PostgreSQL `lsn`, SQL Server `change_lsn`), `cdc_scn`
+(Oracle) and `cdc_position` (MySQL binlog `file:pos`).
 """
 
 from __future__ import annotations
@@ -92,8 +92,10 @@ def _source(rows: pa.Table) -> dict[str, pa.Array]:
         out["cdc_source_ts"] = ms.cast(pa.timestamp("ms", tz="UTC")).cast(
             pa.timestamp("us", tz="UTC")
         )
-    for name, column in (("lsn", "cdc_lsn"), ("scn", "cdc_scn")):
-        if name in names:
+    # PostgreSQL's `lsn`; SQL Server's `change_lsn` (the change's own, `commit_lsn` is its
+    # transaction's); Oracle's `scn`.
+    for name, column in (("lsn", "cdc_lsn"), ("change_lsn", "cdc_lsn"), ("scn", "cdc_scn")):
+        if name in names and column not in out:
             out[column] = source.field(name).cast(pa.string())
     if "file" in names and "pos" in names:
         out["cdc_position"] = pc.binary_join_element_wise(
