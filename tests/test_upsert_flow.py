@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from connectors.delta.state_writer import StateTableWriter
 from tests.jobs import Record, job_env, produce, producer, run_job
 
 FLOW = "flows.upsert_to_delta:flow"
+COMMITTED = re.compile(r"(\d+) changes merged, (\d+) superseded in the flush, (\d+) replayed")
 
 
 def state(root: Path, topic: str, key: str = "key") -> dict[Any, dict[str, Any]]:
@@ -61,6 +63,10 @@ def test_keyed_changes_and_tombstones(kafka_bootstrap, topic_factory, tmp_path):
             record.partition,
             record.offset,
         )
+    # The commit lines say what became of the changes: none is a replay on a first run.
+    counts = [tuple(map(int, m)) for m in COMMITTED.findall(result.stderr)]
+    assert counts and sum(m + s for m, s, _ in counts) == 200
+    assert sum(r for _, _, r in counts) == 0
     # A second run changes nothing and commits nothing.
     version = DeltaTable(str(root / topic)).version()
     assert run_job(job_env(kafka_bootstrap, [topic], root), None, flow=FLOW).returncode == 0

@@ -156,7 +156,10 @@ class StateTableWriter:
             write_deltalake(table, empty, mode="append", commit_properties=commit)
             self._handle.committed(table)
         applied = latest.num_rows
-        return CommitResult(applied, changes.num_rows - applied, table.version(), attempt)
+        superseded = fresh.num_rows - applied
+        return CommitResult(
+            applied, changes.num_rows - applied, table.version(), attempt, superseded
+        )
 
     def _commit(self, marks: Mapping[int, offsets.Mark], fence: Transaction) -> CommitProperties:
         """The markers (if any) and the writer's fence: two instances merging from the same
