@@ -1,7 +1,8 @@
 """Decoded records -> changes to a current-state table: a key, the fields, upsert or delete.
 
 The key is the Kafka record key (column `key`), or the decoded fields `WAXLAKE_KEY_FIELDS`
-names. A tombstone (null value) deletes its key. With `WAXLAKE_CDC_FORMAT=debezium` values are
+names. A tombstone (null value) deletes its key (with key fields: those of its Kafka key, if that
+is a JSON object; `kafka_keys`). With `WAXLAKE_CDC_FORMAT=debezium` values are
 Debezium envelopes: `c`/`r`/`u` upsert `after`, `d` deletes (its key from `before`), and
 Debezium's own tombstone after a delete is ignored (its offset still counts as handled).
 

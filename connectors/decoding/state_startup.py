@@ -67,12 +67,17 @@ def check_buckets(settings: Settings, topic: str, table: DeltaTable) -> None:
         stored = fits[0] if fits else None
     elif stored == wanted:
         return
-    was = f"was built with WAXLAKE_KEY_BUCKETS={stored}" if stored else "has rows in buckets"
+    was = (
+        f"was built with WAXLAKE_KEY_BUCKETS={stored}"
+        if stored
+        else "has rows whose buckets fit no count up to 4096"
+    )
+    fix = f"Set WAXLAKE_KEY_BUCKETS={stored}" if stored else "Set the count it was built with"
     raise ConfigError(
         f"WAXLAKE_KEY_BUCKETS={wanted}: the current-state table of topic {topic} at "
         f"{settings.table_uri(topic)} {was}; keys would land in new buckets beside their old "
-        f"rows. Set WAXLAKE_KEY_BUCKETS={stored or 'to its old value'}, or rebuild the table "
-        "from the topic into a new WAXLAKE_TABLE_ROOT to change the count"
+        f"rows. {fix}, or rebuild the table from the topic into a new WAXLAKE_TABLE_ROOT to "
+        "change the count"
     )
 
 
