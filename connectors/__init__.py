@@ -33,7 +33,7 @@ _API = {
     "decode": "connectors.decoding.step",
     "json_values": "connectors.decoding.json_values",
     "registry_values": "connectors.decoding.registry.rows",
-    "changes": "connectors.decoding.state_changes",
+    "changes": "connectors.decoding.state_startup",
     "state_tables": "connectors.delta.state_writer",
     "check_record_tables": "connectors.decoding.raw",
     "rows": "connectors.steps",

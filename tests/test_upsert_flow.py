@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from connectors.delta.state_writer import StateTableWriter
 from tests.jobs import Record, job_env, produce, producer, run_job
 
 FLOW = "flows.upsert_to_delta:flow"
+COMMITTED = re.compile(r"(\d+) changes merged, (\d+) superseded in the flush, (\d+) replayed")
 
 
 def state(root: Path, topic: str, key: str = "key") -> dict[Any, dict[str, Any]]:
@@ -61,6 +63,10 @@ def test_keyed_changes_and_tombstones(kafka_bootstrap, topic_factory, tmp_path):
             record.partition,
             record.offset,
         )
+    # The commit lines say what became of the changes: none is a replay on a first run.
+    counts = [tuple(map(int, m)) for m in COMMITTED.findall(result.stderr)]
+    assert counts and sum(m + s for m, s, _ in counts) == 200
+    assert sum(r for _, _, r in counts) == 0
     # A second run changes nothing and commits nothing.
     version = DeltaTable(str(root / topic)).version()
     assert run_job(job_env(kafka_bootstrap, [topic], root), None, flow=FLOW).returncode == 0
@@ -143,6 +149,33 @@ def test_debezium_envelopes(wrap, kafka_bootstrap, topic_factory, tmp_path):
     assert got[1]["cdc_lsn"] == "4" and got[1]["offset"] == 3
     assert str(got[1]["cdc_source_ts"]) == "2023-11-14 22:13:20.004000+00:00"
     assert not (root / "_dead_letters" / topic / "_delta_log").exists()
+
+
+def test_sql_server_change_lsn_is_the_cdc_lsn(kafka_bootstrap, topic_factory, tmp_path):
+    """Debezium's SQL Server source block has `change_lsn` and `commit_lsn`, no `lsn`."""
+    topic = topic_factory(1)
+
+    def event(op: str, row: dict[str, Any], i: int) -> tuple[str, int, bytes, bytes, tuple[()]]:
+        source = {
+            "connector": "sqlserver",
+            "ts_ms": 1_700_000_000_000 + i,
+            "change_lsn": f"00000027:00000758:000{i}",
+            "commit_lsn": "00000027:00000758:0009",
+        }
+        after = None if op == "d" else row
+        payload = {"before": row if op != "c" else None, "after": after, "op": op, "source": source}
+        key = json.dumps({"id": row["id"]}).encode()
+        return (topic, 0, key, json.dumps(payload).encode(), ())
+
+    produce(kafka_bootstrap, [event("c", {"id": 1, "n": 1}, 1), event("u", {"id": 1, "n": 2}, 2)])
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root, cdc_format="debezium", key_fields="id")
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = state(root, topic, key="id")[1]
+    assert (row["n"], row["cdc_lsn"]) == (2, "00000027:00000758:0002")
 
 
 def test_a_key_that_moves_partition_follows_timestamps(kafka_bootstrap, topic_factory, tmp_path):

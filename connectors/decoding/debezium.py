@@ -3,13 +3,13 @@
 `op` `c` (create), `r` (snapshot read) and `u` (update) upsert the row in `after`; `d` deletes
 the row in `before`. Debezium's tombstone (a null value after a delete, for log compaction) is
 ignored: the delete already happened. The source block gives `cdc_source_ts` (source.ts_ms) and,
-where the connector has them, `cdc_lsn` (PostgreSQL, SQL Server), `cdc_scn` (Oracle) and
-`cdc_position` (MySQL binlog `file:pos`).
+where the connector has them, `cdc_lsn` (PostgreSQL `lsn`, SQL Server `change_lsn`), `cdc_scn`
+(Oracle) and `cdc_position` (MySQL binlog `file:pos`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import polars as pl
 import pyarrow as pa
@@ -21,6 +21,7 @@ from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN
 Reject = Callable[[pa.Table, pa.Array, str, str], pa.Table]
 """Dead-letters the rows of a table where a mask holds; returns the others."""
 OPS = {"c": False, "r": False, "u": False, "d": True}
+CDC_COLUMNS = ("cdc_source_ts", "cdc_lsn", "cdc_scn", "cdc_position")
 
 
 def unwrap(raw: pa.Table) -> pa.Table:
@@ -39,8 +40,10 @@ def _field(rows: pa.Table, name: str) -> pa.Array | None:
     return one_array(rows[name]) if name in rows.column_names else None
 
 
-def changes(rows: pa.Table, reject: Reject) -> pa.Table:
-    """Decoded envelopes (columns before, after, op, source, ...) -> row changes."""
+def changes(rows: pa.Table, reject: Reject, reserved: Collection[str] = ()) -> pa.Table:
+    """Decoded envelopes (columns before, after, op, source, ...) -> row changes. A row field
+    named like a column of the changes (Kafka metadata, cdc_*) or in `reserved` becomes
+    `value_<name>`."""
     tombstones = one_array(rows[TOMBSTONE_COLUMN])
     rows = rows.filter(pc.invert(tombstones))  # Debezium's own tombstones: nothing to apply
     op = _field(rows, "op")
@@ -58,9 +61,10 @@ def changes(rows: pa.Table, reject: Reject) -> pa.Table:
     columns["__deleted"] = deleted
     columns.update(_source(rows))
     if image is not None:
+        taken = {*columns, *CDC_COLUMNS, *reserved}
         for index, field in enumerate(image.type):
-            if field.name not in columns:
-                columns[field.name] = image.field(index)
+            name = f"value_{field.name}" if field.name in taken else field.name
+            columns[name] = image.field(index)
     return pa.table(columns)
 
 
@@ -88,8 +92,10 @@ def _source(rows: pa.Table) -> dict[str, pa.Array]:
         out["cdc_source_ts"] = ms.cast(pa.timestamp("ms", tz="UTC")).cast(
             pa.timestamp("us", tz="UTC")
         )
-    for name, column in (("lsn", "cdc_lsn"), ("scn", "cdc_scn")):
-        if name in names:
+    # PostgreSQL's `lsn`; SQL Server's `change_lsn` (the change's own, `commit_lsn` is its
+    # transaction's); Oracle's `scn`.
+    for name, column in (("lsn", "cdc_lsn"), ("change_lsn", "cdc_lsn"), ("scn", "cdc_scn")):
+        if name in names and column not in out:
             out[column] = source.field(name).cast(pa.string())
     if "file" in names and "pos" in names:
         out["cdc_position"] = pc.binary_join_element_wise(

@@ -1,7 +1,8 @@
 """Decoded records -> changes to a current-state table: a key, the fields, upsert or delete.
 
 The key is the Kafka record key (column `key`), or the decoded fields `WAXLAKE_KEY_FIELDS`
-names. A tombstone (null value) deletes its key. With `WAXLAKE_CDC_FORMAT=debezium` values are
+names. A tombstone (null value) deletes its key (with key fields: those of its Kafka key, if that
+is a JSON object; `kafka_keys`). With `WAXLAKE_CDC_FORMAT=debezium` values are
 Debezium envelopes: `c`/`r`/`u` upsert `after`, `d` deletes (its key from `before`), and
 Debezium's own tombstone after a delete is ignored (its offset still counts as handled).
 
@@ -19,11 +20,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.config import ConfigError, Guarantee, Settings
+from connectors.columns import one_array
+from connectors.config import Settings
 from connectors.decoding import debezium
-from connectors.decoding.base import TOMBSTONE_COLUMN, Decoder, DecoderFactory
-from connectors.decoding.json_values import JsonDecoder
-from connectors.decoding.schemas import decoded_fields, existing_schema, load_schema
+from connectors.decoding.base import TOMBSTONE_COLUMN, Decoder
+from connectors.decoding.kafka_keys import fill_from_kafka_key
 from connectors.delta.dead_letters import Split, dead_letters
 
 DELETED = "__deleted"
@@ -32,16 +33,21 @@ STATE_COLUMNS = ["topic", "partition", "offset", "timestamp"]
 """Kafka coordinates of the change a row holds (the last one applied to its key)."""
 
 
-def key_buckets(keys: pa.Table, buckets: int) -> pa.Array:
-    """Each key's bucket (the state table's partition column): CRC-32 of its canonical bytes.
+def bucket_hashes(keys: pa.Table) -> list[int]:
+    """CRC-32 of each key's canonical bytes (its bucket is this modulo the bucket count).
 
     CRC-32 is fixed forever (zlib), so a key always maps to the bucket it was stored in."""
     columns = [keys.column(i).to_pylist() for i in range(keys.num_columns)]
     out = []
     for parts in zip(*columns, strict=True):
         text = b"\x1f".join(p if isinstance(p, bytes) else repr(p).encode() for p in parts)
-        out.append(zlib.crc32(text) % buckets)
-    return pa.array(out, pa.int32())
+        out.append(zlib.crc32(text))
+    return out
+
+
+def key_buckets(keys: pa.Table, buckets: int) -> pa.Array:
+    """Each key's bucket (the state table's partition column)."""
+    return pa.array([h % buckets for h in bucket_hashes(keys)], pa.int32())
 
 
 def reject_decoded(
@@ -53,8 +59,12 @@ def reject_decoded(
     if not pc.any(mask).as_py():
         return rows
     bad = rows.filter(mask).select(["partition", "offset"])
-    records = raw.join(bad, keys=["partition", "offset"], join_type="inner")
-    split.dead.append(dead_letters(records.select(raw.column_names), error_class, message))
+    # Join the coordinates only: a list column (headers) cannot be a join's payload.
+    where = raw.select(["partition", "offset"]).append_column(
+        "__row", pa.array(range(raw.num_rows), pa.int64())
+    )
+    matched = where.join(bad, keys=["partition", "offset"], join_type="inner").sort_by("__row")
+    split.dead.append(dead_letters(raw.take(matched["__row"]), error_class, message))
     return rows.filter(pc.invert(mask))
 
 
@@ -76,9 +86,14 @@ class ChangeDecoder:
         rows = split.rows
         if self._cdc == "debezium":
             rows = debezium.changes(
-                rows, lambda table, mask, c, t: reject_decoded(split, raw, table, mask, c, t)
+                rows,
+                lambda table, mask, c, t: reject_decoded(split, raw, table, mask, c, t),
+                reserved=OWN_COLUMNS,
             )
         else:
+            rows = rows.rename_columns(
+                [f"value_{n}" if n in OWN_COLUMNS else n for n in rows.column_names]
+            )
             rows = rows.append_column(DELETED, rows[TOMBSTONE_COLUMN])
             rows = rows.drop_columns([TOMBSTONE_COLUMN])
         rows = self._keyed(rows, split, raw)
@@ -93,22 +108,35 @@ class ChangeDecoder:
         for column in self.key_columns:
             if column not in rows.column_names:
                 rows = rows.append_column(column, pa.nulls(rows.num_rows))
-        no_key = pc.is_null(rows[self.key_columns[0]])
-        for column in self.key_columns[1:]:
-            no_key = pc.or_(no_key, pc.is_null(rows[column]))
-        what = (
-            f"key field(s) {', '.join(self.key_columns)} (WAXLAKE_KEY_FIELDS)"
-            if self._by_fields
-            else "Kafka key"
-        )
+        fields = ", ".join(self.key_columns)
+        if self._by_fields:
+            deleted = one_array(rows[DELETED])
+            rows = fill_from_kafka_key(rows, self.key_columns, deleted)
+            rows = reject_decoded(
+                split,
+                raw,
+                rows,
+                pc.and_(pc.fill_null(rows[DELETED], False), self._no_key(rows)),
+                "MissingKey",
+                f"the delete has no key field(s) {fields} (WAXLAKE_KEY_FIELDS) in its value (a "
+                "tombstone has none) nor in its Kafka key, which is not a JSON object holding "
+                "them, so it names no row of the state table",
+            )
+        what = f"key field(s) {fields} (WAXLAKE_KEY_FIELDS)" if self._by_fields else "Kafka key"
         return reject_decoded(
             split,
             raw,
             rows,
-            no_key,
+            self._no_key(rows),
             "MissingKey",
             f"the change has no {what}, so it names no row of the state table",
         )
+
+    def _no_key(self, rows: pa.Table) -> pa.Array:
+        no_key = pc.is_null(rows[self.key_columns[0]])
+        for column in self.key_columns[1:]:
+            no_key = pc.or_(no_key, pc.is_null(rows[column]))
+        return no_key
 
 
 def latest_per_key(changes: pa.Table, key_columns: Sequence[str]) -> pa.Table:
@@ -124,53 +152,10 @@ def latest_per_key(changes: pa.Table, key_columns: Sequence[str]) -> pa.Table:
     return ranked.unique(keys, keep="last").sort("partition", "offset").to_arrow()
 
 
-CDC_COLUMNS = {"cdc_source_ts", "cdc_lsn", "cdc_scn", "cdc_position"}
+CDC_COLUMNS = set(debezium.CDC_COLUMNS)
+OWN_COLUMNS = {BUCKET, DELETED}
+"""Columns the state table adds: a value field of that name becomes `value_<name>`."""
 
 
 def key_columns(settings: Settings) -> list[str]:
     return settings.key_fields or ["key"]
-
-
-def _value_fields(settings: Settings, topic: str) -> pa.Schema | None:
-    """The decoded fields of an existing state table (None: no table yet)."""
-    schema = existing_schema(settings, topic)
-    if schema is None:
-        return None
-    uri = settings.table_uri(topic)
-    missing = [c for c in (*STATE_COLUMNS, BUCKET, *key_columns(settings)) if c not in schema.names]
-    if missing:
-        raise ConfigError(
-            f"WAXLAKE_TABLE_ROOT: the table of topic {topic} at {uri} is not a current-state "
-            f"table with keys {', '.join(key_columns(settings))} (no column "
-            f"{', '.join(missing)}); point WAXLAKE_TABLE_ROOT elsewhere (an append table and a "
-            "current-state table of one topic need separate roots)"
-        )
-    skip = {*STATE_COLUMNS, BUCKET, "key", *CDC_COLUMNS}
-    return decoded_fields(pa.schema([f for f in schema if f.name not in skip]))
-
-
-def changes(settings: Settings) -> DecoderFactory:
-    """Change decoders for current-state tables: the values decoded (JSON or registry), then
-    keyed; checks the guarantee and existing state tables first."""
-    if settings.guarantee is not Guarantee.EXACTLY_ONCE:
-        raise ConfigError(
-            f"WAXLAKE_GUARANTEE={settings.guarantee.value}: a current-state table is kept with "
-            "exactly-once MERGEs only; leave WAXLAKE_GUARANTEE unset (exactly-once)"
-        )
-    starts = {topic: _value_fields(settings, topic) for topic in settings.topics}
-    if settings.value_format == "registry":
-        from connectors.decoding.registry.rows import registry_values
-
-        make_values = registry_values(settings)
-    else:
-        given = load_schema(settings.schema_spec) if settings.schema_spec else None
-
-        def make_values(topic: str) -> JsonDecoder:
-            return JsonDecoder(settings.max_record_bytes, starts.get(topic) or given)
-
-    def make(topic: str) -> ChangeDecoder:
-        return ChangeDecoder(
-            make_values(topic), settings.key_fields, settings.cdc_format, settings.key_buckets
-        )
-
-    return make

@@ -43,12 +43,19 @@ def report_commit(
     PROGRESS.landed(flush.records)
     for partition, mark in flush.marks.items():
         metrics.LAG.set_committed(topic, partition, mark.last_offset)
+    if result.superseded is None:
+        what = f"{result.rows_written} rows written, {result.rows_skipped} already there"
+    else:  # a current-state table: changes, most of them replaced by later ones of their key
+        replayed = result.rows_skipped - result.superseded
+        what = (
+            f"{result.rows_written} changes merged, {result.superseded} superseded in the "
+            f"flush, {replayed} replayed"
+        )
     log.info(
-        "committed %s: version %s, %d rows written, %d already there, offsets %s, %.0f ms",
+        "committed %s: version %s, %s, offsets %s, %.0f ms",
         uri,
         result.version,
-        result.rows_written,
-        result.rows_skipped,
+        what,
         " ".join(f"{p}:{flush.firsts[p]}-{m.last_offset}" for p, m in sorted(flush.marks.items())),
         elapsed * 1000,
     )

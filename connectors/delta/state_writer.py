@@ -25,13 +25,21 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from connectors.config import Settings
-from connectors.decoding.state_changes import BUCKET, DELETED, key_columns, latest_per_key
+from connectors.decoding.state_changes import (
+    BUCKET,
+    DELETED,
+    STATE_COLUMNS,
+    key_columns,
+    latest_per_key,
+)
+from connectors.decoding.state_startup import BUCKETS_PROPERTY, stored_buckets
 from connectors.delta import markers as offsets
 from connectors.delta.conflicts import retry_conflicts
 from connectors.delta.handle import TableHandle
 from connectors.delta.maintenance import MaintenancePolicy
 from connectors.delta.sink import WriterFactory
 from connectors.delta.table_writer import CommitResult, above_markers
+from connectors.kafka.records import SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,7 @@ class StateTableWriter:
         max_attempts: int = 20,
         maintenance: MaintenancePolicy | None = None,
         merge_rows: int = 2_000_000,
+        key_buckets: int | None = None,
     ) -> None:
         self.uri = uri
         self.topic = topic
@@ -66,6 +75,8 @@ class StateTableWriter:
         self._handle = TableHandle(uri, storage_options, policy)
         self._properties = policy.writer_properties()
         self._merge_rows = merge_rows
+        self._buckets = key_buckets
+        self._stamped = key_buckets is None
 
     def current(self) -> DeltaTable | None:
         return self._handle.current()
@@ -81,12 +92,35 @@ class StateTableWriter:
         def commit(attempt: int) -> CommitResult:
             table = self.current()
             if table is None:
-                table = self._create(changes.schema)
+                schema = changes.schema if changes.num_columns else self._bare_schema()
+                if schema is None:  # no row yet, and the key fields' types are unknown
+                    return CommitResult(0, 0, None, attempt)
+                table = self._create(schema)
+            self._stamp(table)
             return self._merge(table, changes, marks, attempt)
 
         return retry_conflicts(
             self.uri, self.topic, self._max_attempts, commit, self._handle.reopen
         )
+
+    def _stamp(self, table: DeltaTable) -> None:
+        """Record the bucket count on the table (once), so a later start with another count is
+        refused (`state_startup.check_buckets`; a table made before the property passed it)."""
+        if self._stamped or self._buckets is None:
+            return
+        if stored_buckets(table) is None:
+            properties = {BUCKETS_PROPERTY: str(self._buckets)}
+            table.alter.set_table_properties(properties, raise_if_not_exists=False)
+            log.info("%s: stamped with %d key buckets", self.uri, self._buckets)
+        self._stamped = True
+
+    def _bare_schema(self) -> pa.Schema | None:
+        """The columns of a table keyed by the Kafka key, for a first flush with no change
+        (every record a dead letter): its markers need a table. Key fields: types unknown."""
+        if self._keys != ["key"]:
+            return None
+        names = [*STATE_COLUMNS, "key"]
+        return pa.schema([*(SCHEMA.field(n) for n in names), pa.field(BUCKET, pa.int32())])
 
     def _create(self, schema: pa.Schema) -> DeltaTable:
         columns = pa.schema([f for f in schema if f.name != DELETED])
@@ -103,6 +137,8 @@ class StateTableWriter:
     ) -> CommitResult:
         markers = offsets.table_markers(table, self.topic, marks)
         moving = {p: m for p, m in marks.items() if p not in markers or m.last_offset > markers[p]}
+        if not changes.num_columns:  # every record of the flush went elsewhere
+            changes = pa.schema(table.schema().to_arrow()).empty_table()
         fresh = above_markers(changes, markers)
         latest = latest_per_key(fresh, self._keys) if fresh.num_rows else fresh
         fence = Transaction(app_id=f"waxlake:{self.topic}:state-writer", version=table.version())
@@ -120,7 +156,10 @@ class StateTableWriter:
             write_deltalake(table, empty, mode="append", commit_properties=commit)
             self._handle.committed(table)
         applied = latest.num_rows
-        return CommitResult(applied, changes.num_rows - applied, table.version(), attempt)
+        superseded = fresh.num_rows - applied
+        return CommitResult(
+            applied, changes.num_rows - applied, table.version(), attempt, superseded
+        )
 
     def _commit(self, marks: Mapping[int, offsets.Mark], fence: Transaction) -> CommitProperties:
         """The markers (if any) and the writer's fence: two instances merging from the same
@@ -191,6 +230,7 @@ def state_tables(settings: Settings) -> WriterFactory:
             settings.commit_retries,
             maintenance=settings.maintenance(),
             merge_rows=settings.state_merge_rows,
+            key_buckets=settings.key_buckets,
         )
 
     return make

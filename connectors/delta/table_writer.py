@@ -37,6 +37,9 @@ class CommitResult:
     rows_skipped: int
     version: int | None
     attempts: int
+    superseded: int | None = None
+    """Current-state tables: of `rows_skipped`, the changes a later one of the same key in the
+    flush replaced (the rest were replays)."""
 
 
 class DeltaTableWriter:

@@ -8,6 +8,8 @@ a record) and `key` keeps the raw bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -103,22 +105,30 @@ def _split_fields(schema: pa.Schema) -> tuple[pa.Schema, pa.Schema]:
     )
 
 
-def registry_values(settings: Settings) -> DecoderFactory:
-    """Check the registry answers and existing tables fit; decoders start from the tables."""
+def registry_values(
+    settings: Settings,
+    flow: str = "flows.registry_to_delta",
+    tables: Callable[[str], pa.Schema | None] | None = None,
+    metadata_columns: Sequence[str] = METADATA_COLUMNS,
+) -> DecoderFactory:
+    """Check the registry answers and existing tables fit; decoders start from the tables.
+
+    `flow` names the flow in errors; `tables` gives a topic's existing table schema as this
+    flow's tables have it (default: the table itself), holding at least `metadata_columns`."""
     if not settings.schema_registry_url:
         raise ConfigError(
-            "WAXLAKE_SCHEMA_REGISTRY_URL is not set: flows.registry_to_delta needs the schema "
+            f"WAXLAKE_SCHEMA_REGISTRY_URL is not set: {flow} needs the schema "
             "registry's URL (e.g. http://registry:8081)"
         )
     source = SchemaSource(settings.schema_registry_url, settings.schema_registry_config)
     source.check_reachable()
-    metadata = pa.schema([SCHEMA.field(name) for name in METADATA_COLUMNS])
+    metadata = pa.schema([SCHEMA.field(name) for name in metadata_columns])
     starts: dict[str, tuple[pa.Schema, pa.Schema]] = {}
     for topic in settings.topics:
-        schema = existing_schema(settings, topic)
+        schema = existing_schema(settings, topic) if tables is None else tables(topic)
         if schema is not None:
             uri = settings.table_uri(topic)
-            check_columns(topic, uri, schema, metadata, "the registry flow")
+            check_columns(topic, uri, schema, metadata, flow)
             starts[topic] = _split_fields(schema)
 
     def make(topic: str) -> RegistryDecoder:

@@ -1,0 +1,180 @@
+"""`flows.upsert_to_delta`: settings checked at start-up (key fields, key buckets, the registry)
+and value fields named like the columns the state table adds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from connectors.decoding.state_changes import BUCKET, DELETED, key_buckets
+from connectors.delta.markers import Mark
+from connectors.delta.state_writer import StateTableWriter
+from tests.jobs import job_env, produce, run_job
+from tests.registry_support import avro, registry_env
+from tests.test_upsert_flow import FLOW, debezium_event, state
+
+BUCKETS_PROPERTY = "waxlake.keyBuckets"  # the table property README documents
+
+
+def error_line(result: Any) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    return str(result.stderr.strip().splitlines()[-1])
+
+
+def produce_json(bootstrap: str, topic: str, items: list[tuple[bytes | None, Any]]) -> None:
+    produce(bootstrap, [(topic, 0, k, json.dumps(v).encode(), ()) for k, v in items])
+
+
+def test_a_kafka_metadata_column_as_key_field_is_refused(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    result = run_job(
+        job_env(kafka_bootstrap, [topic], tmp_path, key_fields="id,offset"), None, flow=FLOW
+    )
+    line = error_line(result)
+    assert line.startswith("waxlake: error: WAXLAKE_KEY_FIELDS=id,offset: offset is a column")
+    assert "value_offset" in line
+
+
+def test_another_bucket_count_than_the_tables_is_refused(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    produce_json(kafka_bootstrap, topic, [(f"k{i}".encode(), {"n": i}) for i in range(20)])
+    root = tmp_path / "lake"
+    assert (
+        run_job(job_env(kafka_bootstrap, [topic], root, key_buckets=4), None, flow=FLOW).returncode
+        == 0
+    )
+    assert DeltaTable(str(root / topic)).metadata().configuration[BUCKETS_PROPERTY] == "4"
+
+    line = error_line(
+        run_job(job_env(kafka_bootstrap, [topic], root, key_buckets=8), None, flow=FLOW)
+    )
+
+    assert line.startswith("waxlake: error: WAXLAKE_KEY_BUCKETS=8: the current-state table")
+    assert "was built with WAXLAKE_KEY_BUCKETS=4" in line and "Set WAXLAKE_KEY_BUCKETS=4" in line
+    assert len(state(root, topic)) == 20
+
+
+def test_a_table_from_before_the_property_is_checked_by_its_rows(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """No `waxlake.keyBuckets`: the stored rows' buckets tell the count they were made with."""
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    keys = pa.array([f"k{i}".encode() for i in range(50)], pa.binary())
+    rows = pa.table(
+        {
+            "topic": [topic] * 50,
+            "partition": pa.array([0] * 50, pa.int32()),
+            "offset": pa.array(range(50), pa.int64()),
+            "timestamp": pa.array(range(50), pa.timestamp("ms", tz="UTC")),
+            "key": keys,
+            DELETED: [False] * 50,
+            "n": pa.array(range(50), pa.int64()),
+        }
+    )
+    rows = rows.append_column(BUCKET, key_buckets(rows.select(["key"]), 16))
+    StateTableWriter(str(root / topic), topic, ["key"]).write_exactly_once(rows, {0: Mark(49, 49)})
+    produce_json(kafka_bootstrap, topic, [(f"k{i}".encode(), {"n": i}) for i in range(50)])
+    produce_json(kafka_bootstrap, topic, [(b"k1", {"n": 100})])
+
+    line = error_line(
+        run_job(job_env(kafka_bootstrap, [topic], root, key_buckets=8), None, flow=FLOW)
+    )
+    assert "WAXLAKE_KEY_BUCKETS=16" in line
+
+    again = run_job(job_env(kafka_bootstrap, [topic], root, key_buckets=16), None, flow=FLOW)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert DeltaTable(str(root / topic)).metadata().configuration[BUCKETS_PROPERTY] == "16"
+    got = state(root, topic)
+    assert len(got) == 50 and got[b"k1"]["n"] == 100
+
+
+def test_value_fields_named_like_state_columns_are_renamed(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root)
+    produce_json(kafka_bootstrap, topic, [(b"a", {"key_bucket": 99, "__deleted": True, "n": 1})])
+    assert run_job(env, None, flow=FLOW).returncode == 0
+    produce_json(kafka_bootstrap, topic, [(b"b", {"key_bucket": 7, "__deleted": False, "n": 2})])
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = {
+        k: (r["value_key_bucket"], r["value___deleted"], r["n"])
+        for k, r in state(root, topic).items()
+    }
+    assert got == {b"a": (99, True, 1), b"b": (7, False, 2)}
+
+
+def test_debezium_row_fields_named_like_state_columns_are_renamed(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    row = {"id": 1, "key_bucket": 5, "offset": 6, "cdc_lsn": "mine"}
+    produce(kafka_bootstrap, [(topic, 0, b"1", debezium_event("c", None, row, 3, False), ())])
+    env = job_env(kafka_bootstrap, [topic], root, cdc_format="debezium", key_fields="id")
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = state(root, topic, key="id")[1]
+    assert (got["value_key_bucket"], got["value_offset"], got["value_cdc_lsn"]) == (5, 6, "mine")
+    assert (got["offset"], got["cdc_lsn"]) == (0, "3")
+
+
+def test_registry_values_without_a_url_name_this_flow(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    env = job_env(kafka_bootstrap, [topic], tmp_path, value_format="registry")
+    line = error_line(run_job(env, None, flow=FLOW))
+    assert "flows.upsert_to_delta needs the schema registry's URL" in line
+
+
+ITEM = {
+    "type": "record",
+    "name": "Item",
+    "namespace": "waxlake.test",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "v", "type": "string"},
+        {"name": "key_bucket", "type": "int"},
+    ],
+}
+
+
+@pytest.mark.parametrize("key_fields", ["", "id"], ids=["kafka-key", "key-fields"])
+def test_a_registry_state_table_runs_again(
+    key_fields, kafka_bootstrap, schema_registry, topic_factory, tmp_path: Path
+):
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    extra = {"key_fields": key_fields} if key_fields else {}
+    env = registry_env(
+        kafka_bootstrap, [topic], root, schema_registry, value_format="registry", **extra
+    )
+
+    def send(records: list[dict[str, Any]]) -> None:
+        values = avro(schema_registry, topic, ITEM, records)
+        keys = [str(r["id"]).encode() for r in records]
+        produce(kafka_bootstrap, [(topic, 0, k, v, ()) for k, v in zip(keys, values, strict=True)])
+
+    send([{"id": i, "v": f"a{i}", "key_bucket": i} for i in range(3)])
+    first = run_job(env, None, flow=FLOW)
+    assert first.returncode == 0, first.stderr[-3000:]
+    send([{"id": 1, "v": "b1", "key_bucket": 7}])
+
+    second = run_job(env, None, flow=FLOW)
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    rows = DeltaTable(str(root / topic)).to_pyarrow_table().to_pylist()
+    got = {r["id"]: (r["v"], r["value_key_bucket"]) for r in rows}
+    assert got == {0: ("a0", 0), 1: ("b1", 7), 2: ("a2", 2)}
+    assert len(rows) == 3
