@@ -16,7 +16,9 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
+from connectors.local_broker import free_port
 from connectors.ops.cli import main
+from connectors.ops.lab import command as lab_command
 from connectors.ops.lab import counting, report
 from connectors.ops.lab.workload import Acked
 
@@ -153,3 +155,13 @@ def test_plot_without_matplotlib_fails_in_one_line(capsys, monkeypatch, tmp_path
         "waxlake: error: --plot needs matplotlib, which is not installed: pip install 'waxlake[lab]'"
     ]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_broker_that_does_not_answer_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(lab_command, "BROKER_TIMEOUT_S", 2.0)
+    where = f"127.0.0.1:{free_port()}"
+    code = main(["lab", "--bootstrap-servers", where, "--records", "100", "--kills", "0"])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
+    assert code == 2
+    assert err[-1].startswith(f"waxlake: error: --bootstrap-servers {where}: no Kafka broker")
+    assert "Traceback" not in "\n".join(err)

@@ -93,6 +93,45 @@ def test_metrics_endpoint_reports_what_was_produced(
     assert exported == METRIC_NAMES
 
 
+def test_idle_partitions_report_end_offset_and_lag(kafka_bootstrap, topic_factory, tmp_path):
+    """After a restart with nothing new to read, every partition still has its lag series (the
+    lag alert cannot see a partition that has none)."""
+    topic = topic_factory(2)
+    produced = produce(kafka_bootstrap, simple_items(topic, 2, 200))
+    last = {p: max(r.offset for r in produced if r.partition == p) for p in (0, 1)}
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root)
+    assert run_job(env, root / "_recovery").returncode == 0
+    env = {**env, "WAXLAKE_STOP_AT_END": "0", "BYTEWAX_DATAFLOW_API_ENABLED": "1"}
+    log = tmp_path / "job.log"
+    proc = start_job(env, root / "_recovery", log)
+    wanted = [
+        (name, (("partition", str(p)), ("topic", topic)))
+        for p in (0, 1)
+        for name in ("waxlake_end_offset", "waxlake_consumer_lag")
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        while not all(w in samples for w in wanted):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                f"no lag series: {[w for w in wanted if w not in samples]}"
+            )
+            time.sleep(0.3)
+            try:
+                samples = scrape()
+            except OSError:
+                continue
+    finally:
+        proc.kill()
+        proc.wait(30)
+    for partition in (0, 1):
+        labels = (("partition", str(partition)), ("topic", topic))
+        assert samples[("waxlake_end_offset", labels)] == last[partition] + 1
+        assert samples[("waxlake_consumer_lag", labels)] == 0
+
+
 def test_bounded_run_shows_progress_on_a_terminal_only(kafka_bootstrap, topic_factory, tmp_path):
     topic = topic_factory(2)
     produce(kafka_bootstrap, simple_items(topic, 2, 2_000))

@@ -85,6 +85,7 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
         self._landed = start.landed
         self._landed_through = -1 if start.marker is None else start.marker
         metrics.LAG.set_committed(self._topic, self._partition, start.next_offset - 1)
+        metrics.LAG.set_end(self._topic, self._partition, start.next_offset)  # at least there
         log.info("reading %s[%d] from offset %d", self._topic, self._partition, start.next_offset)
         if start.landed is not None:
             return min(start.next_offset, start.landed[0])
@@ -102,6 +103,8 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
             self._empty_polls = self._empty_polls + 1 if self._shared.idle else 0
             delay = self._shared.idle_delay(self._empty_polls)
             self._awake = datetime.now(UTC) + delay if delay else None
+            if self._empty_polls == 1:  # an idle partition's lag shows too (the lag alert)
+                self._note_end()
             return []
         self._empty_polls = 0
         self._awake = None
@@ -142,13 +145,17 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
         records = pa.Table.from_batches([messages_to_batch(self._topic, self._partition, data)])
         self._records_read.inc(records.num_rows)
         self._bytes_read.inc(records.nbytes)
-        consumer = self._shared.consumer
-        _, high = consumer.get_watermark_offsets(self._watermark_tp, cached=True)
-        metrics.LAG.set_end(self._topic, self._partition, max(high, self._next_offset))
+        self._note_end()
         split = Split(rows=records)
         rows = reject_oversized(split, records, self._max_record_bytes)
         dead = split.dead_table() if split.dead else None
         return KafkaBatch(self._topic, self._partition, first, last, rows, records, dead)
+
+    def _note_end(self) -> None:
+        """The partition's end for the lag metrics: librdkafka's last known high watermark."""
+        consumer = self._shared.consumer
+        _, high = consumer.get_watermark_offsets(self._watermark_tp, cached=True)
+        metrics.LAG.set_end(self._topic, self._partition, max(high, self._position))
 
     def _covered_to(self, end: int) -> KafkaBatch | None:
         """The partition ends at `end`: offsets before it with no record (transaction markers)

@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
         highest = _highest_row(settings, where, partition)
         if highest is not None and highest >= target:
             raise CommandError(
-                f"{where} holds rows of partition {partition} up to offset {highest}: moving the "
-                f"marker to {target - 1} would land those offsets twice. Delete the rows first "
+                f"{where} holds rows of partition {partition} up to offset {highest}: resuming "
+                f"at offset {target} would land those offsets twice. Delete the rows first "
                 f'(DeltaTable("{where}").delete("partition = {partition} AND offset >= '
                 f'{target}")), or choose --next-offset {highest + 1} or more',
                 code=1,

@@ -27,6 +27,16 @@ from connectors.ops.lab.workload import Workload
 
 GUARANTEES = ("exactly-once", "at-least-once", "at-most-once")
 SECONDS_PER_FAULT = 5.0  # start-up, a first commit and the delay: what one fault cycle takes
+BROKER_TIMEOUT_S = 15.0
+
+
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module doc as written, and each option's default (where it has one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_parser(commands: Any) -> None:
@@ -34,24 +44,24 @@ def add_parser(commands: Any) -> None:
         "lab",
         help="the three guarantees under the same faults, measured side by side",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Help,
     )
     p.add_argument("--bootstrap-servers", help="an existing broker (default: start one)")
     p.add_argument(
         "--broker",
         choices=("tansu", "kafka"),
         default="tansu",
-        help="the local broker to start when no --bootstrap-servers (default tansu)",
+        help="the local broker to start when no --bootstrap-servers",
     )
     p.add_argument("--records", type=int, default=200_000, help="records per guarantee")
     p.add_argument("--size", type=int, default=200, help="value bytes per record")
-    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--partitions", type=int, default=4, help="partitions of each topic")
     p.add_argument(
         "--rate",
         type=int,
         default=0,
-        help="records/s produced while the job runs (default: spread over the "
-        f"faults, {SECONDS_PER_FAULT:g} s each, at least 10 s)",
+        help="records/s produced while the job runs (0: spread over the faults, "
+        f"{SECONDS_PER_FAULT:g} s each, at least 10 s)",
     )
     p.add_argument("--kills", type=int, default=5, help="faults per guarantee")
     p.add_argument(
@@ -65,8 +75,12 @@ def add_parser(commands: Any) -> None:
         default=2.0,
         help="each fault strikes a seeded random 0..this many s after a commit",
     )
-    p.add_argument("--seed", type=int, default=None, help="seed of the fault schedule")
-    p.add_argument("--guarantees", default=",".join(GUARANTEES))
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of the fault schedule (none: from the clock)"
+    )
+    p.add_argument(
+        "--guarantees", default=",".join(GUARANTEES), help="comma-separated, run in this order"
+    )
     p.add_argument("--epoch", type=int, default=1, help="the job's -s (epoch, commit interval)")
     p.add_argument(
         "--batch-rows",
@@ -122,6 +136,22 @@ def _broker(args: argparse.Namespace, say: Callable[[str], None]) -> LocalBroker
     return broker
 
 
+def _check_reachable(bootstrap: str) -> None:
+    """A broker that does not answer is a usage error, not a traceback from the first topic."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(
+            timeout=BROKER_TIMEOUT_S
+        )
+    except KafkaException as exc:
+        raise CommandError(
+            f"--bootstrap-servers {bootstrap}: no Kafka broker answered within "
+            f"{BROKER_TIMEOUT_S:g} s ({exc.args[0].str()})"
+        ) from None
+
+
 def _say(prefix: str, started: float) -> Callable[[str], None]:
     def say(message: str) -> None:
         print(
@@ -137,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     rate = args.rate or max(1, round(args.records / max(10.0, SECONDS_PER_FAULT * args.kills)))
     started = time.monotonic()
     say = _say("", started)
+    if args.bootstrap_servers:
+        _check_reachable(args.bootstrap_servers)
     broker = None if args.bootstrap_servers else _broker(args, say)
     bootstrap = args.bootstrap_servers or (broker.bootstrap if broker else "")
     scratch = None if args.workdir else tempfile.mkdtemp(prefix="waxlake-lab-")

@@ -145,6 +145,7 @@ def title(settings: dict[str, Any]) -> str:
     faults = ", ".join(settings["faults"])
     return (
         f"{settings['records']:,} records x {settings['size']} B, {settings['partitions']} "
-        f"partitions, {settings['rate']:,}/s; {settings['kills']} faults ({faults}), seed "
+        f"partitions, {settings['rate']:,}/s; {settings['kills']} "
+        f"{'fault' if settings['kills'] == 1 else 'faults'} ({faults}), seed "
         f"{settings['seed']}; {settings['broker']}"
     )
