@@ -9,11 +9,14 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
 from connectors.decoding.state_changes import BUCKET, DELETED, key_buckets
 from connectors.delta.markers import Mark
 from connectors.delta.state_writer import StateTableWriter
+from connectors.kafka.topic_ids import broker_topic_ids
+from tests.broker_ops import recreate_topic
 from tests.jobs import job_env, produce, run_job
 from tests.registry_support import avro, registry_env
 from tests.test_upsert_flow import FLOW, debezium_event, state
@@ -178,3 +181,22 @@ def test_a_registry_state_table_runs_again(
     got = {r["id"]: (r["v"], r["value_key_bucket"]) for r in rows}
     assert got == {0: ("a0", 0), 1: ("b1", 7), 2: ("a2", 2)}
     assert len(rows) == 3
+
+
+def test_a_state_table_of_a_recreated_topic_is_refused(log_broker, topic_factory, tmp_path):
+    """State tables carry the topic ID too: the new topic's changes at the old offsets would
+    otherwise be dropped as replays (or merged as the old topic's)."""
+    topic = topic_factory(1, bootstrap=log_broker)
+    admin = AdminClient({"bootstrap.servers": log_broker})
+    if broker_topic_ids(admin, [topic])[topic] is None:
+        pytest.skip("the broker reports no topic IDs")
+    root = tmp_path / "lake"
+    env = job_env(log_broker, [topic], root)
+    produce_json(log_broker, topic, [(b"k%d" % i, {"n": i}) for i in range(20)])
+    assert run_job(env, None, flow=FLOW).returncode == 0
+    recreate_topic(log_broker, topic, 1)
+    produce_json(log_broker, topic, [(b"k%d" % i, {"n": -i}) for i in range(30)])
+
+    line = error_line(run_job(env, None, flow=FLOW))
+    assert line.startswith("waxlake: error: ") and "was deleted and recreated" in line
+    assert {r["n"] for r in state(root, topic).values()} == set(range(20))

@@ -39,6 +39,7 @@ from connectors.delta.handle import TableHandle
 from connectors.delta.maintenance import MaintenancePolicy
 from connectors.delta.sink import WriterFactory
 from connectors.delta.table_writer import CommitResult, above_markers
+from connectors.kafka import topic_ids
 from connectors.kafka.records import SCHEMA
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class StateTableWriter:
         self._properties = policy.writer_properties()
         self._merge_rows = merge_rows
         self._buckets = key_buckets
-        self._stamped = key_buckets is None
+        self._stamped = False
 
     def current(self) -> DeltaTable | None:
         return self._handle.current()
@@ -104,11 +105,15 @@ class StateTableWriter:
         )
 
     def _stamp(self, table: DeltaTable) -> None:
-        """Record the bucket count on the table (once), so a later start with another count is
-        refused (`state_startup.check_buckets`; a table made before the property passed it)."""
-        if self._stamped or self._buckets is None:
+        """Record the bucket count and the Kafka topic ID on the table (once), so a later start
+        with another count, or on a recreated topic, is refused (`state_startup.check_buckets`,
+        `topic_ids.check_topic_ids`; a table made before the property passed the check)."""
+        if self._stamped:
             return
-        if stored_buckets(table) is None:
+        topic_id = topic_ids.KNOWN.get(self.topic)
+        if topic_id is not None:
+            topic_ids.stamp(table, self.topic, topic_id)
+        if self._buckets is not None and stored_buckets(table) is None:
             properties = {BUCKETS_PROPERTY: str(self._buckets)}
             table.alter.set_table_properties(properties, raise_if_not_exists=False)
             log.info("%s: stamped with %d key buckets", self.uri, self._buckets)
