@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -133,6 +135,23 @@ def test_continue_lands_the_rest_and_records_the_gap_once(
     assert "lost 500 records in 1 gap" in text and "0: 1000-1499 (500 records)" in text
 
 
+FETCH_WAIT_MS = 50
+"""A fetch in flight when the job stops is answered by the broker as soon as records come in;
+its response would carry them into the job before what the test does to the log. Fetches that
+wait at most this long on the broker have expired, empty, well before the test acts."""
+
+
+@contextmanager
+def stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """The job stopped (SIGSTOP), with no fetch in flight, while the block changes the log."""
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(10 * FETCH_WAIT_MS / 1000)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
 def wait_for_marker(root: Path, topic: str, offset: int, proc: subprocess.Popen[bytes], log: Path):
     uri = str(root / topic)
 
@@ -151,27 +170,20 @@ def test_deleted_while_running(setting, log_broker, topic_factory, tmp_path):
     topic = topic_factory(1, bootstrap=log_broker)
     root = tmp_path / "lake"
     log = tmp_path / "job.log"
-    # A fetch in flight when the job stops is answered by the broker as soon as records come
-    # in; its response would carry them into the job before they are deleted (they then land,
-    # and nothing is lost). Fetches here wait at most 50 ms on the broker: the stopped job's
-    # last one has expired, empty, well before the records are produced.
-    fetch_wait_ms = 50
     env = job_env(
         log_broker,
         [topic],
         root,
         on_data_loss=setting,
-        kafka_config=json.dumps({"fetch.wait.max.ms": fetch_wait_ms}),
+        kafka_config=json.dumps({"fetch.wait.max.ms": FETCH_WAIT_MS}),
     )
     produce(log_broker, simple_items(topic, 1, 500))
     proc = start_job(env, root / "_recovery", log)
     try:
         wait_for_marker(root, topic, 499, proc, log)
-        proc.send_signal(signal.SIGSTOP)
-        time.sleep(10 * fetch_wait_ms / 1000)
-        produce(log_broker, simple_items(topic, 1, 1000))
-        delete_records(log_broker, topic, {0: 1000})
-        proc.send_signal(signal.SIGCONT)
+        with stopped(proc):
+            produce(log_broker, simple_items(topic, 1, 1000))
+            delete_records(log_broker, topic, {0: 1000})
         if setting == "fail":
             assert proc.wait(timeout=60) != 0
             line = last_line(log.read_text())
@@ -250,19 +262,16 @@ def test_recreated_and_grown_past_the_position_while_running_lands_nothing(
         pytest.skip("the broker reports no topic IDs: README documents what is left without")
     root = tmp_path / "lake"
     log = tmp_path / "job.log"
-    fetch_wait_ms = 50  # as in test_deleted_while_running: no fetch in flight while stopped
     env = job_env(
-        log_broker, [topic], root, kafka_config=json.dumps({"fetch.wait.max.ms": fetch_wait_ms})
+        log_broker, [topic], root, kafka_config=json.dumps({"fetch.wait.max.ms": FETCH_WAIT_MS})
     )
     produce(log_broker, simple_items(topic, 1, 300))
     proc = start_job(env, root / "_recovery", log)
     try:
         wait_for_marker(root, topic, 299, proc, log)
-        proc.send_signal(signal.SIGSTOP)
-        time.sleep(10 * fetch_wait_ms / 1000)
-        recreate_topic(log_broker, topic, 1)
-        produce(log_broker, simple_items(topic, 1, 400))
-        proc.send_signal(signal.SIGCONT)
+        with stopped(proc):
+            recreate_topic(log_broker, topic, 1)
+            produce(log_broker, simple_items(topic, 1, 400))
         assert proc.wait(timeout=90) != 0
     finally:
         kill_if_running(proc)

@@ -11,6 +11,8 @@ import subprocess
 import termios
 import time
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -41,6 +43,31 @@ def scrape(
     }
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape_until(
+    proc: subprocess.Popen[bytes], log: Path, done: Callable[[Samples], bool]
+) -> Samples:
+    """The job's metrics once `done` holds for them (within 60 s); the job is stopped then."""
+    deadline = time.monotonic() + 60
+    samples: Samples = {}
+    try:
+        while not done(samples):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            names = sorted({name for name, _ in samples if name.startswith("waxlake_")})
+            assert time.monotonic() < deadline, f"metrics never got there: {names}"
+            time.sleep(0.3)
+            try:
+                samples = scrape()
+            except OSError:
+                continue
+    finally:
+        proc.kill()
+        proc.wait(30)
+    return samples
+
+
 def test_metrics_endpoint_reports_what_was_produced(
     kafka_bootstrap, broker_kind, topic_factory, tmp_path
 ):
@@ -55,23 +82,8 @@ def test_metrics_endpoint_reports_what_was_produced(
     env = {**job_env(kafka_bootstrap, [topic], root), "BYTEWAX_DATAFLOW_API_ENABLED": "1"}
     log = tmp_path / "job.log"
     proc = start_job(env, root / "_recovery", log)
-    try:
-        deadline = time.monotonic() + 60
-        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        written = ("waxlake_records_written_total", (("topic", topic),))
-        while samples.get(written) != len(produced):
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, (
-                f"metrics never reached {len(produced)}: {samples.get(written)}"
-            )
-            time.sleep(0.3)
-            try:
-                samples = scrape()
-            except OSError:
-                continue
-    finally:
-        proc.kill()
-        proc.wait(30)
+    written = ("waxlake_records_written_total", (("topic", topic),))
+    samples = scrape_until(proc, log, lambda got: got.get(written) == len(produced))
 
     by_topic = (("topic", topic),)
     assert samples[("waxlake_records_read_total", by_topic)] == len(produced)
@@ -110,22 +122,7 @@ def test_idle_partitions_report_end_offset_and_lag(kafka_bootstrap, topic_factor
         for p in (0, 1)
         for name in ("waxlake_end_offset", "waxlake_consumer_lag")
     ]
-    try:
-        deadline = time.monotonic() + 60
-        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        while not all(w in samples for w in wanted):
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, (
-                f"no lag series: {[w for w in wanted if w not in samples]}"
-            )
-            time.sleep(0.3)
-            try:
-                samples = scrape()
-            except OSError:
-                continue
-    finally:
-        proc.kill()
-        proc.wait(30)
+    samples = scrape_until(proc, log, lambda got: all(w in got for w in wanted))
     for partition in (0, 1):
         labels = (("partition", str(partition)), ("topic", topic))
         assert samples[("waxlake_end_offset", labels)] == last[partition] + 1
