@@ -137,3 +137,39 @@ def test_avro_of_the_common_types_with_a_reference_lands_exactly(
     assert dead_letters(root, topic) == []
     got = [{k: v for k, v in r.items() if k in records[0]} for r in rows]
     assert got == [{**r, "counters": list(r["counters"].items())} for r in records]
+
+
+def test_avro_values_and_keys_that_are_not_records_become_one_column(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    from confluent_kafka.serialization import MessageField
+
+    longs, uuids, blobs = topic_factory(1), topic_factory(1), topic_factory(1)
+    keys = avro(schema_registry, longs, "string", ["t0", "t1", "t2"], field=MessageField.KEY)
+    produce_values(kafka_bootstrap, longs, avro(schema_registry, longs, "long", [10, 11, 12]), keys)
+    ids = [str(uuid.UUID(int=i)) for i in range(2)]  # the container path (pyruhvro's lacks uuid)
+    uuid_schema = {"type": "string", "logicalType": "uuid"}
+    produce_values(
+        kafka_bootstrap, uuids, avro(schema_registry, uuids, uuid_schema, ids), [None] * 2
+    )
+    blob_values = avro(schema_registry, blobs, "bytes", [b"\x00a", b"b"])  # written as they are
+    produce_values(kafka_bootstrap, blobs, blob_values, keys=[None, None])
+    root = tmp_path / "lake"
+    topics = [longs, uuids, blobs]
+    env = registry_env(kafka_bootstrap, topics, root, schema_registry, registry_keys=1)
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [dead_letters(root, t) for t in topics] == [[], [], []]
+    rows = table_rows(root, longs)
+    assert [(r["key_value"], r["value_value"]) for r in rows] == [
+        ("t0", 10),
+        ("t1", 11),
+        ("t2", 12),
+    ]
+    assert [r["value_value"] for r in table_rows(root, uuids)] == ids
+    assert [r["value_value"] for r in table_rows(root, blobs)] == [b"\x00a", b"b"]
+    types = {f.name: str(f.type) for f in DeltaTable(str(root / longs)).schema().fields}
+    assert types["value_value"] == 'PrimitiveType("long")'
+    assert types["key_value"] == 'PrimitiveType("string")'
