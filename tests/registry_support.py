@@ -68,7 +68,7 @@ def avro(
 
 
 def json_schema(
-    url: str, topic: str, schema: dict[str, Any], records: Iterable[dict[str, Any]]
+    url: str, topic: str, schema: dict[str, Any], records: Iterable[Any]
 ) -> list[bytes]:
     serializer = JSONSerializer(json.dumps(schema), client(url), conf=SERDE)
     ctx = SerializationContext(topic, MessageField.VALUE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -122,6 +122,26 @@ def test_given_schema_types_the_columns(kafka_bootstrap, topic_factory, tmp_path
     assert table["amount"].to_list() == [1.0]
     assert table["items"].to_list() == [[1, 2]]
     assert read_table(root / "_dead_letters" / topic)["key"].to_list() == [b"2"]
+
+
+def test_a_date_field_takes_iso_dates_and_dead_letters_what_is_not_one(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("day: date\nn: int\n")
+    values = [b'{"day": "2024-05-06", "n": 1}', b'{"day": "06/05/2024", "n": 2}', b'{"n": 3}']
+    produce(kafka_bootstrap, [(topic, 0, str(i).encode(), v, []) for i, v in enumerate(values)])
+    root = tmp_path / "lake"
+
+    run_json(job_env(kafka_bootstrap, [topic], root, schema=str(schema)), None)
+
+    table = read_table(root / topic)
+    assert table.schema["day"] == pl.Date
+    assert table.select("day", "n").rows() == [(date(2024, 5, 6), 1), (None, 3)]
+    dead = read_table(root / "_dead_letters" / topic)
+    assert dead.select("key", "error_class").rows() == [(b"1", "TypeConflict")]
+    assert "06/05/2024" in dead["error_message"][0] and "day" in dead["error_message"][0]
 
 
 @pytest.mark.parametrize(
