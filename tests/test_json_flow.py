@@ -185,6 +185,22 @@ def test_existing_tables_that_do_not_fit_stop_the_job(kafka_bootstrap, topic_fac
     assert "WAXLAKE_SCHEMA: field 'amount' is string but the existing table" in clash.stderr
 
 
+def test_a_raw_table_is_refused_not_rewritten(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    produce(kafka_bootstrap, [(topic, 0, None, b'{"amount": 1}', [])])
+    root = tmp_path / "lake"
+    assert run_job(job_env(kafka_bootstrap, [topic], root), None).returncode == 0  # the raw flow
+    before = read_table(root / topic)
+
+    result = run_job(job_env(kafka_bootstrap, [topic], root), None, flow=JSON_FLOW)
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("waxlake: error: WAXLAKE_TABLE_ROOT: the existing table of topic")
+    assert "flows.kafka_to_delta" in line and "point WAXLAKE_TABLE_ROOT elsewhere" in line
+    assert read_table(root / topic).equals(before)
+
+
 header = st.tuples(st.text(max_size=8), st.one_of(st.none(), st.binary(max_size=16)))
 record = st.tuples(
     st.integers(0, 1),

@@ -12,6 +12,7 @@ from confluent_kafka.schema_registry import (
     ConfigCompatibilityLevel,
     ServerConfig,
 )
+from deltalake import DeltaTable
 
 from tests.jobs import produce, run_job
 from tests.registry_support import (
@@ -230,6 +231,24 @@ def test_keys_in_the_registry_format_become_key_columns(
     assert [(r["key_tenant"], r["n"], r["key"]) for r in rows] == [
         (f"t{i}", i, keys[i]) for i in range(4)
     ]
+
+
+def test_a_raw_table_is_refused_not_rewritten(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    produce_values(kafka_bootstrap, topic, avro(schema_registry, topic, V1, [{"n": 1}]))
+    root = tmp_path / "lake"
+    env = registry_env(kafka_bootstrap, [topic], root, schema_registry)
+    assert run_job(env, None).returncode == 0  # the raw flow made the table
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("waxlake: error: WAXLAKE_TABLE_ROOT: the existing table of topic")
+    assert "flows.kafka_to_delta" in line and "point WAXLAKE_TABLE_ROOT elsewhere" in line
+    assert "n" not in DeltaTable(str(root / topic)).schema().to_arrow().names
 
 
 @pytest.mark.parametrize("problem", ["unset", "unreachable"])

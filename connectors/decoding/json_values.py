@@ -29,13 +29,12 @@ from connectors.decoding.base import (
 from connectors.decoding.json_shapes import has_map, readable, restore, with_entries
 from connectors.decoding.json_types import normalise, record_errors, with_majority_types
 from connectors.decoding.schemas import (
-    check_columns,
+    check_decoded,
     decoded_fields,
     existing_schema,
     load_schema,
 )
 from connectors.delta.dead_letters import Split, reject_oversized
-from connectors.kafka.records import SCHEMA
 
 
 class JsonDecoder:
@@ -233,7 +232,6 @@ def json_values(settings: Settings) -> DecoderFactory:
     """JSON decoders, one per table. Checks the given schema (WAXLAKE_SCHEMA) and existing tables
     first; each decoder starts from both."""
     given = load_schema(settings.schema_spec) if settings.schema_spec else pa.schema([])
-    metadata = pa.schema([SCHEMA.field(name) for name in METADATA_COLUMNS])
     starts: dict[str, pa.Schema] = {}
     for topic in settings.topics:
         uri = settings.table_uri(topic)
@@ -241,7 +239,7 @@ def json_values(settings: Settings) -> DecoderFactory:
         if schema is None:
             starts[topic] = given
             continue
-        check_columns(topic, uri, schema, metadata, "the decoded flow")
+        check_decoded(topic, uri, schema, "the decoded flow")
         fields = decoded_fields(schema)
         for field in given:
             if field.name in fields.names and not same_type(

@@ -14,8 +14,9 @@ import yaml
 
 from connectors.columns import same_type
 from connectors.config import ConfigError, Settings
-from connectors.decoding.base import RESERVED
+from connectors.decoding.base import METADATA_COLUMNS, RESERVED, TOMBSTONE_COLUMN
 from connectors.delta.markers import open_table
+from connectors.kafka.records import SCHEMA
 
 _TYPE_NAMES: Mapping[str, Callable[[], pa.DataType]] = {
     "string": pa.string,
@@ -125,6 +126,19 @@ def check_columns(topic: str, uri: str, table: pa.Schema, wanted: pa.Schema, wha
             f"WAXLAKE_TABLE_ROOT: the existing table of topic {topic} at {uri} does not fit: it "
             f"{problem}; point WAXLAKE_TABLE_ROOT elsewhere or migrate the table"
         )
+
+
+def check_decoded(topic: str, uri: str, table: pa.Schema, what: str) -> None:
+    """An existing table a decoding flow may write to: its metadata columns fit, and it is not a
+    raw table (whose bytes column `value` the decoded columns would be added beside)."""
+    if "value" in table.names and TOMBSTONE_COLUMN not in table.names:
+        raise ConfigError(
+            f"WAXLAKE_TABLE_ROOT: the existing table of topic {topic} at {uri} is a raw table "
+            f"(flows.kafka_to_delta: a 'value' column of bytes, no {TOMBSTONE_COLUMN!r}), which "
+            f"{what} does not write; point WAXLAKE_TABLE_ROOT elsewhere or keep the raw flow"
+        )
+    metadata = pa.schema([SCHEMA.field(name) for name in METADATA_COLUMNS])
+    check_columns(topic, uri, table, metadata, what)
 
 
 def existing_schema(settings: Settings, topic: str) -> pa.Schema | None:

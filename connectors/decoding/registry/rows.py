@@ -23,9 +23,8 @@ from connectors.decoding.registry.decoder import (
     ColumnDecoder,
 )
 from connectors.decoding.registry.schemas import SchemaSource
-from connectors.decoding.schemas import check_columns, decoded_fields, existing_schema
+from connectors.decoding.schemas import check_decoded, decoded_fields, existing_schema
 from connectors.delta.dead_letters import Split, reject_oversized
-from connectors.kafka.records import SCHEMA
 
 
 def value_column(field: str) -> str:
@@ -112,13 +111,12 @@ def registry_values(settings: Settings) -> DecoderFactory:
         )
     source = SchemaSource(settings.schema_registry_url, settings.schema_registry_config)
     source.check_reachable()
-    metadata = pa.schema([SCHEMA.field(name) for name in METADATA_COLUMNS])
     starts: dict[str, tuple[pa.Schema, pa.Schema]] = {}
     for topic in settings.topics:
         schema = existing_schema(settings, topic)
         if schema is not None:
             uri = settings.table_uri(topic)
-            check_columns(topic, uri, schema, metadata, "the registry flow")
+            check_decoded(topic, uri, schema, "the registry flow")
             starts[topic] = _split_fields(schema)
 
     def make(topic: str) -> RegistryDecoder:
