@@ -99,6 +99,7 @@ def test_json_schema_end_to_end(kafka_bootstrap, schema_registry, topic_factory,
     result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
 
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "HTTP Request" not in result.stderr  # no INFO line per schema fetched
     rows = table_rows(root, topic)
     assert dead_letters(root, topic) == []
     assert [(r["id"], r["kind"], r["at"], r["weight"], r["tags"], r["where"]) for r in rows] == [
@@ -251,14 +252,15 @@ def test_a_raw_table_is_refused_not_rewritten(
     assert "n" not in DeltaTable(str(root / topic)).schema().to_arrow().names
 
 
-@pytest.mark.parametrize("problem", ["unset", "unreachable"])
+@pytest.mark.parametrize("problem", ["unset", "unreachable", "no scheme"])
 def test_registry_setting_problems_stop_at_start_with_one_line(
     problem, kafka_bootstrap, topic_factory, tmp_path
 ):
     from connectors.local_broker import free_port
 
     topic = topic_factory(1)
-    url = "" if problem == "unset" else f"http://127.0.0.1:{free_port()}"
+    url = {"unset": "", "unreachable": "http://", "no scheme": ""}[problem]
+    url += "" if problem == "unset" else f"127.0.0.1:{free_port()}"
     env = registry_env(kafka_bootstrap, [topic], tmp_path / "lake", url)
     result = run_job(env, None, flow=FLOW, timeout=120)
     assert result.returncode == 2, result.stderr[-3000:]
