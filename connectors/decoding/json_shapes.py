@@ -46,8 +46,11 @@ def with_entries(values: list[bytes | None], t: pa.DataType) -> list[bytes | Non
     that is not JSON, or not of the shape `t` says, is left for the reader to reject."""
     out: list[bytes | None] = []
     for value in values:
+        if value is None:
+            out.append(None)
+            continue
         try:
-            parsed = json.loads(value, strict=False) if value is not None else None
+            parsed = json.loads(value, strict=False)
         except ValueError:
             out.append(value)
             continue

@@ -67,7 +67,7 @@ def load_schema(spec: str) -> pa.Schema:
             f"naming a polars schema ({exc})"
         ) from None
     # polars hands out large strings and lists, which Arrow's JSON reader cannot produce
-    return pa.schema([pa.field(f.name, _small(f.type)) for f in arrow])
+    return pa.schema([pa.field(f.name, plain_type(f.type)) for f in arrow])
 
 
 def _type_from_name(field: str, value: Any) -> pa.DataType:
@@ -92,23 +92,23 @@ def decoded_fields(table_schema: pa.Schema) -> pa.Schema:
                 f.name.removeprefix("value_")
                 if f.name.removeprefix("value_") in RESERVED
                 else f.name,
-                _small(f.type),
+                plain_type(f.type),
             )
             for f in fields
         ]
     )
 
 
-def _small(t: pa.DataType) -> pa.DataType:
+def plain_type(t: pa.DataType) -> pa.DataType:
     """Plain Arrow types the JSON reader accepts (Delta may hand out large/view variants)."""
     if pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return pa.string()
     if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
         return pa.binary()
     if pa.types.is_large_list(t) or pa.types.is_list(t) or pa.types.is_list_view(t):
-        return pa.list_(_small(t.value_type))
+        return pa.list_(plain_type(t.value_type))
     if pa.types.is_struct(t):
-        return pa.struct([pa.field(f.name, _small(f.type)) for f in t])
+        return pa.struct([pa.field(f.name, plain_type(f.type)) for f in t])
     return t
 
 
