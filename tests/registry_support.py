@@ -53,11 +53,13 @@ def registry_env(
 def avro(
     url: str,
     topic: str,
-    schema: dict[str, Any],
-    records: Iterable[dict[str, Any]],
+    schema: dict[str, Any] | str,
+    records: Iterable[Any],
     references: Sequence[SchemaReference] = (),
     field: MessageField = MessageField.VALUE,
 ) -> list[bytes]:
+    if isinstance(schema, str):  # a primitive, as confluent-kafka registers it from '"long"'
+        schema = {"type": schema}
     serializer = AvroSerializer(
         client(url), Schema(json.dumps(schema), "AVRO", list(references)), conf=SERDE
     )
@@ -66,7 +68,7 @@ def avro(
 
 
 def json_schema(
-    url: str, topic: str, schema: dict[str, Any], records: Iterable[dict[str, Any]]
+    url: str, topic: str, schema: dict[str, Any], records: Iterable[Any]
 ) -> list[bytes]:
     serializer = JSONSerializer(json.dumps(schema), client(url), conf=SERDE)
     ctx = SerializationContext(topic, MessageField.VALUE)

@@ -79,7 +79,7 @@ def order(r: random.Random) -> dict[str, Any]:
     }
 
 
-def payloads(schema: dict[str, Any], records: list[dict[str, Any]]) -> pa.BinaryArray:
+def payloads(schema: Any, records: list[Any]) -> pa.BinaryArray:
     parsed = fastavro.parse_schema(schema)
     out = []
     for record in records:
@@ -121,9 +121,40 @@ def test_schemas_with_types_the_direct_decoder_lacks_take_the_container_path(fie
     assert direct_schema(schema) is None
 
 
-def test_a_value_that_is_not_a_record_takes_the_container_path():
-    assert direct_schema("string") is None
-    assert direct_schema({"type": "array", "items": "long"}) is None
+@pytest.mark.parametrize(
+    ("schema", "values", "direct"),
+    [
+        ("long", [1, -(2**40)], True),
+        ({"type": "array", "items": "string"}, [["a"], []], True),
+        ({"type": "fixed", "name": "F", "size": 2}, [b"\x00a", b"bc"], False),
+        (
+            {"type": "string", "logicalType": "uuid"},
+            ["00000000-0000-0000-0000-00000000002a"],
+            False,
+        ),
+    ],
+)
+def test_a_value_that_is_not_a_record_decodes_as_one_field_value(
+    schema: Any, values: list[Any], direct: bool
+):
+    registered = RegisteredSchema("id 1", 1, "AVRO", json.dumps(schema), {})
+    decoder = AvroBatchDecoder(registered)
+    data = payloads(schema, values)
+
+    decoded = decoder.decode(data)
+
+    assert decoder.arrow_type.names == ["value"]
+    assert decoded.to_pylist() == [{"value": v} for v in values]
+    assert (decoder._direct is not None) == direct
+
+
+def test_a_value_of_plain_bytes_is_the_payload_itself():
+    """As Confluent's serializers write it: no Avro length prefix."""
+    decoder = AvroBatchDecoder(RegisteredSchema("id 1", 1, "AVRO", '"bytes"', {}))
+
+    decoded = decoder.decode(pa.array([b"\x00a", b""], pa.binary()))
+
+    assert decoded.to_pylist() == [{"value": b"\x00a"}, {"value": b""}]
 
 
 def test_an_undecodable_payload_is_found_by_bisection_on_the_direct_path():

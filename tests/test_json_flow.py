@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -124,6 +124,26 @@ def test_given_schema_types_the_columns(kafka_bootstrap, topic_factory, tmp_path
     assert read_table(root / "_dead_letters" / topic)["key"].to_list() == [b"2"]
 
 
+def test_a_date_field_takes_iso_dates_and_dead_letters_what_is_not_one(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("day: date\nn: int\n")
+    values = [b'{"day": "2024-05-06", "n": 1}', b'{"day": "06/05/2024", "n": 2}', b'{"n": 3}']
+    produce(kafka_bootstrap, [(topic, 0, str(i).encode(), v, []) for i, v in enumerate(values)])
+    root = tmp_path / "lake"
+
+    run_json(job_env(kafka_bootstrap, [topic], root, schema=str(schema)), None)
+
+    table = read_table(root / topic)
+    assert table.schema["day"] == pl.Date
+    assert table.select("day", "n").rows() == [(date(2024, 5, 6), 1), (None, 3)]
+    dead = read_table(root / "_dead_letters" / topic)
+    assert dead.select("key", "error_class").rows() == [(b"1", "TypeConflict")]
+    assert "06/05/2024" in dead["error_message"][0] and "day" in dead["error_message"][0]
+
+
 @pytest.mark.parametrize(
     ("schema_text", "expected"),
     [
@@ -163,6 +183,22 @@ def test_existing_tables_that_do_not_fit_stop_the_job(kafka_bootstrap, topic_fac
     )
     assert clash.returncode == 2
     assert "WAXLAKE_SCHEMA: field 'amount' is string but the existing table" in clash.stderr
+
+
+def test_a_raw_table_is_refused_not_rewritten(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    produce(kafka_bootstrap, [(topic, 0, None, b'{"amount": 1}', [])])
+    root = tmp_path / "lake"
+    assert run_job(job_env(kafka_bootstrap, [topic], root), None).returncode == 0  # the raw flow
+    before = read_table(root / topic)
+
+    result = run_job(job_env(kafka_bootstrap, [topic], root), None, flow=JSON_FLOW)
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("waxlake: error: WAXLAKE_TABLE_ROOT: the existing table of topic")
+    assert "flows.kafka_to_delta" in line and "point WAXLAKE_TABLE_ROOT elsewhere" in line
+    assert read_table(root / topic).equals(before)
 
 
 header = st.tuples(st.text(max_size=8), st.one_of(st.none(), st.binary(max_size=16)))

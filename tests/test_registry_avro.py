@@ -10,7 +10,12 @@ import json
 import uuid
 from typing import Any
 
-from confluent_kafka.schema_registry import Schema, SchemaReference
+from confluent_kafka.schema_registry import (
+    ConfigCompatibilityLevel,
+    Schema,
+    SchemaReference,
+    ServerConfig,
+)
 from deltalake import DeltaTable
 
 from tests.jobs import run_job
@@ -137,3 +142,83 @@ def test_avro_of_the_common_types_with_a_reference_lands_exactly(
     assert dead_letters(root, topic) == []
     got = [{k: v for k, v in r.items() if k in records[0]} for r in rows]
     assert got == [{**r, "counters": list(r["counters"].items())} for r in records]
+
+
+def test_avro_values_and_keys_that_are_not_records_become_one_column(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    from confluent_kafka.serialization import MessageField
+
+    longs, uuids, blobs = topic_factory(1), topic_factory(1), topic_factory(1)
+    keys = avro(schema_registry, longs, "string", ["t0", "t1", "t2"], field=MessageField.KEY)
+    produce_values(kafka_bootstrap, longs, avro(schema_registry, longs, "long", [10, 11, 12]), keys)
+    ids = [str(uuid.UUID(int=i)) for i in range(2)]  # the container path (pyruhvro's lacks uuid)
+    uuid_schema = {"type": "string", "logicalType": "uuid"}
+    produce_values(
+        kafka_bootstrap, uuids, avro(schema_registry, uuids, uuid_schema, ids), [None] * 2
+    )
+    blob_values = avro(schema_registry, blobs, "bytes", [b"\x00a", b"b"])  # written as they are
+    produce_values(kafka_bootstrap, blobs, blob_values, keys=[None, None])
+    root = tmp_path / "lake"
+    topics = [longs, uuids, blobs]
+    env = registry_env(kafka_bootstrap, topics, root, schema_registry, registry_keys=1)
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [dead_letters(root, t) for t in topics] == [[], [], []]
+    rows = table_rows(root, longs)
+    assert [(r["key_value"], r["value_value"]) for r in rows] == [
+        ("t0", 10),
+        ("t1", 11),
+        ("t2", 12),
+    ]
+    assert [r["value_value"] for r in table_rows(root, uuids)] == ids
+    assert [r["value_value"] for r in table_rows(root, blobs)] == [b"\x00a", b"b"]
+    types = {f.name: str(f.type) for f in DeltaTable(str(root / longs)).schema().fields}
+    assert types["value_value"] == 'PrimitiveType("long")'
+    assert types["key_value"] == 'PrimitiveType("string")'
+
+
+CLASHING = {  # fields named like the table's own columns
+    "type": "record",
+    "name": "Clash",
+    "fields": [
+        {"name": "schema_id", "type": "long"},
+        {"name": "key_x", "type": "string"},
+        {"name": "value", "type": "long"},
+    ],
+}
+CHANGED = {**CLASHING, "fields": [{"name": "schema_id", "type": "string"}]}
+
+
+def test_fields_named_like_columns_keep_their_columns_across_a_restart(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    client(schema_registry).set_config(
+        subject_name=f"{topic}-value",
+        config=ServerConfig(compatibility=ConfigCompatibilityLevel.NONE),
+    )
+    records = [{"schema_id": i, "key_x": f"x{i}", "value": 10 + i} for i in range(4)]
+    values = avro(schema_registry, topic, CLASHING, records)
+    root = tmp_path / "lake"
+    env = registry_env(kafka_bootstrap, [topic], root, schema_registry)
+    produce_values(kafka_bootstrap, topic, values[:2])
+    assert run_job(env, None, flow=FLOW).returncode == 0
+    changed = avro(schema_registry, topic, CHANGED, [{"schema_id": "ten"}])
+    produce_values(kafka_bootstrap, topic, changed)  # checked against the table read back
+    assert run_job(env, None, flow=FLOW).returncode == 0
+    produce_values(kafka_bootstrap, topic, values[2:])
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    columns = ["value_schema_id", "value_key_x", "value_value"]
+    names = DeltaTable(str(root / topic)).schema().to_arrow().names
+    assert [n for n in names if n.startswith("value_")] == columns
+    rows = table_rows(root, topic)
+    assert [tuple(r[c] for c in columns) for r in rows] == [tuple(r.values()) for r in records]
+    dead = dead_letters(root, topic)
+    assert [(d["offset"], d["error_class"]) for d in dead] == [(2, "SchemaConflict")]
+    assert "field 'schema_id' is string in it but int64" in dead[0]["error_message"]

@@ -12,6 +12,7 @@ from confluent_kafka.schema_registry import (
     ConfigCompatibilityLevel,
     ServerConfig,
 )
+from deltalake import DeltaTable
 
 from tests.jobs import produce, run_job
 from tests.registry_support import (
@@ -98,6 +99,7 @@ def test_json_schema_end_to_end(kafka_bootstrap, schema_registry, topic_factory,
     result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
 
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "HTTP Request" not in result.stderr  # no INFO line per schema fetched
     rows = table_rows(root, topic)
     assert dead_letters(root, topic) == []
     assert [(r["id"], r["kind"], r["at"], r["weight"], r["tags"], r["where"]) for r in rows] == [
@@ -232,14 +234,33 @@ def test_keys_in_the_registry_format_become_key_columns(
     ]
 
 
-@pytest.mark.parametrize("problem", ["unset", "unreachable"])
+def test_a_raw_table_is_refused_not_rewritten(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    produce_values(kafka_bootstrap, topic, avro(schema_registry, topic, V1, [{"n": 1}]))
+    root = tmp_path / "lake"
+    env = registry_env(kafka_bootstrap, [topic], root, schema_registry)
+    assert run_job(env, None).returncode == 0  # the raw flow made the table
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("waxlake: error: WAXLAKE_TABLE_ROOT: the existing table of topic")
+    assert "flows.kafka_to_delta" in line and "point WAXLAKE_TABLE_ROOT elsewhere" in line
+    assert "n" not in DeltaTable(str(root / topic)).schema().to_arrow().names
+
+
+@pytest.mark.parametrize("problem", ["unset", "unreachable", "no scheme"])
 def test_registry_setting_problems_stop_at_start_with_one_line(
     problem, kafka_bootstrap, topic_factory, tmp_path
 ):
     from connectors.local_broker import free_port
 
     topic = topic_factory(1)
-    url = "" if problem == "unset" else f"http://127.0.0.1:{free_port()}"
+    url = {"unset": "", "unreachable": "http://", "no scheme": ""}[problem]
+    url += "" if problem == "unset" else f"127.0.0.1:{free_port()}"
     env = registry_env(kafka_bootstrap, [topic], tmp_path / "lake", url)
     result = run_job(env, None, flow=FLOW, timeout=120)
     assert result.returncode == 2, result.stderr[-3000:]

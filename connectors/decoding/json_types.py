@@ -8,7 +8,7 @@ that Arrow's reader, which has the last word, rarely fails a batch.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import pyarrow as pa
 
@@ -25,6 +25,15 @@ def _is_timestamp(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_date(text: str) -> bool:
+    """An ISO 8601 date (YYYY-MM-DD), the one form a date column reads from JSON."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
 
 
 def with_majority_types(fields: pa.Schema, parsed: list[object]) -> pa.Schema:
@@ -81,6 +90,8 @@ def _misfit(value: object, kind: pa.DataType) -> str | None:
         ok = isinstance(value, bool)
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         ok = isinstance(value, str)
+    elif pa.types.is_date(kind):
+        ok = isinstance(value, str) and _is_date(value)
     elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
         if not isinstance(value, list):
             return f"{kind} expected, got {type(value).__name__}"

@@ -26,15 +26,15 @@ from connectors.decoding.base import (
     DecoderFactory,
     by_field,
 )
+from connectors.decoding.json_shapes import has_map, readable, restore, with_entries
 from connectors.decoding.json_types import normalise, record_errors, with_majority_types
 from connectors.decoding.schemas import (
-    check_columns,
+    check_decoded,
     decoded_fields,
     existing_schema,
     load_schema,
 )
 from connectors.delta.dead_letters import Split, reject_oversized
-from connectors.kafka.records import SCHEMA
 
 
 class JsonDecoder:
@@ -177,8 +177,12 @@ def read_json_objects(
 ) -> pa.StructArray:
     """Parse every value as one JSON object of type `struct`, in one call (ArrowInvalid if any
     does not fit). Each value is wrapped as `{"v": <value>}`, one line each, so whatever a value
-    holds it is exactly one line of one document. `unexpected`: "infer" or "ignore" fields."""
+    holds it is exactly one line of one document. `unexpected`: "infer" or "ignore" fields.
+    Dates and maps are read as types the reader reads, then built (`json_shapes`)."""
     values = one_array(values)
+    target, struct = struct, readable(struct)
+    if has_map(target):
+        values = pa.array(with_entries(values.to_pylist(), target), pa.binary())
     lines = pc.binary_join_element_wise(b'{"v":', values, b"}\n", b"")
     offsets = pa.Array.from_buffers(
         pa.int32(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset
@@ -199,7 +203,7 @@ def read_json_objects(
         raise pa.ArrowInvalid(f"decoded {table.num_rows} rows from {len(values)} values")
     if column.null_count:
         raise pa.ArrowInvalid("value is JSON null, not an object")
-    return column
+    return restore(column, target)
 
 
 def _column_name(field: str) -> str:
@@ -228,7 +232,6 @@ def json_values(settings: Settings) -> DecoderFactory:
     """JSON decoders, one per table. Checks the given schema (WAXLAKE_SCHEMA) and existing tables
     first; each decoder starts from both."""
     given = load_schema(settings.schema_spec) if settings.schema_spec else pa.schema([])
-    metadata = pa.schema([SCHEMA.field(name) for name in METADATA_COLUMNS])
     starts: dict[str, pa.Schema] = {}
     for topic in settings.topics:
         uri = settings.table_uri(topic)
@@ -236,7 +239,7 @@ def json_values(settings: Settings) -> DecoderFactory:
         if schema is None:
             starts[topic] = given
             continue
-        check_columns(topic, uri, schema, metadata, "the decoded flow")
+        check_decoded(topic, uri, schema, "the decoded flow")
         fields = decoded_fields(schema)
         for field in given:
             if field.name in fields.names and not same_type(

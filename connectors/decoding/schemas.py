@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,9 @@ import yaml
 
 from connectors.columns import same_type
 from connectors.config import ConfigError, Settings
-from connectors.decoding.base import RESERVED
+from connectors.decoding.base import METADATA_COLUMNS, RESERVED, TOMBSTONE_COLUMN
 from connectors.delta.markers import open_table
+from connectors.kafka.records import SCHEMA
 
 _TYPE_NAMES: Mapping[str, Callable[[], pa.DataType]] = {
     "string": pa.string,
@@ -66,7 +67,7 @@ def load_schema(spec: str) -> pa.Schema:
             f"naming a polars schema ({exc})"
         ) from None
     # polars hands out large strings and lists, which Arrow's JSON reader cannot produce
-    return pa.schema([pa.field(f.name, _small(f.type)) for f in arrow])
+    return pa.schema([pa.field(f.name, plain_type(f.type)) for f in arrow])
 
 
 def _type_from_name(field: str, value: Any) -> pa.DataType:
@@ -91,23 +92,23 @@ def decoded_fields(table_schema: pa.Schema) -> pa.Schema:
                 f.name.removeprefix("value_")
                 if f.name.removeprefix("value_") in RESERVED
                 else f.name,
-                _small(f.type),
+                plain_type(f.type),
             )
             for f in fields
         ]
     )
 
 
-def _small(t: pa.DataType) -> pa.DataType:
+def plain_type(t: pa.DataType) -> pa.DataType:
     """Plain Arrow types the JSON reader accepts (Delta may hand out large/view variants)."""
     if pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return pa.string()
     if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
         return pa.binary()
     if pa.types.is_large_list(t) or pa.types.is_list(t) or pa.types.is_list_view(t):
-        return pa.list_(_small(t.value_type))
+        return pa.list_(plain_type(t.value_type))
     if pa.types.is_struct(t):
-        return pa.struct([pa.field(f.name, _small(f.type)) for f in t])
+        return pa.struct([pa.field(f.name, plain_type(f.type)) for f in t])
     return t
 
 
@@ -125,6 +126,25 @@ def check_columns(topic: str, uri: str, table: pa.Schema, wanted: pa.Schema, wha
             f"WAXLAKE_TABLE_ROOT: the existing table of topic {topic} at {uri} does not fit: it "
             f"{problem}; point WAXLAKE_TABLE_ROOT elsewhere or migrate the table"
         )
+
+
+def check_decoded(
+    topic: str,
+    uri: str,
+    table: pa.Schema,
+    what: str,
+    metadata_columns: Sequence[str] = METADATA_COLUMNS,
+) -> None:
+    """An existing table a decoding flow may write to: its metadata columns fit, and it is not a
+    raw table (whose bytes column `value` the decoded columns would be added beside)."""
+    if "value" in table.names and TOMBSTONE_COLUMN not in table.names:
+        raise ConfigError(
+            f"WAXLAKE_TABLE_ROOT: the existing table of topic {topic} at {uri} is a raw table "
+            f"(flows.kafka_to_delta: a 'value' column of bytes, no {TOMBSTONE_COLUMN!r}), which "
+            f"{what} does not write; point WAXLAKE_TABLE_ROOT elsewhere or keep the raw flow"
+        )
+    metadata = pa.schema([SCHEMA.field(name) for name in metadata_columns])
+    check_columns(topic, uri, table, metadata, what)
 
 
 def existing_schema(settings: Settings, topic: str) -> pa.Schema | None:

@@ -183,8 +183,8 @@ def container(schema: Any, payloads: pa.BinaryArray) -> bytes:
     return b"".join((header, block, data, _SYNC))  # the payloads copied once, not three times
 
 
-def decode(schema: Any, target: pa.DataType, payloads: pa.BinaryArray) -> pa.StructArray:
-    """Decode `payloads` (all written with `schema`) into a struct array of type `target`.
+def decode(schema: Any, target: pa.StructType, payloads: pa.BinaryArray) -> pa.StructArray:
+    """Decode `payloads` (all written with record `schema`) into a struct array of type `target`.
 
     Raises ValueError if any payload does not decode (the caller bisects to find which)."""
     try:
@@ -198,9 +198,6 @@ def decode(schema: Any, target: pa.DataType, payloads: pa.BinaryArray) -> pa.Str
         raise ValueError(f"undecodable Avro payload: {type(exc).__name__}: {exc}") from None
     if frame.height != len(payloads):
         raise ValueError(f"decoded {frame.height} records from {len(payloads)} payloads")
-    if not pa.types.is_struct(target):  # a schema that is not a record: one column "value"
-        frame = frame.select(pl.all().alias("value"))
-        target = pa.struct([pa.field("value", target)])
     table = frame.to_arrow()
     columns = [
         _convert(one_array(table.column(f.name)), f.type, _field_schema(schema, f.name))
@@ -274,19 +271,39 @@ def _items(schema: Any, key: str) -> Any:
     return record.get(key) if isinstance(record, dict) else None
 
 
+def as_record(writer: Any) -> Any:
+    """`writer` itself if it is a record, else a record of one field `value` of that type: both
+    decoders read only records, and a one-field record's binary encoding is exactly its field's."""
+    if isinstance(writer, dict) and writer.get("type") in ("record", "error"):
+        return writer
+    return {
+        "type": "record",
+        "name": "waxlake_value",
+        "fields": [{"name": "value", "type": writer}],
+    }
+
+
+def _plain_bytes(writer: Any) -> bool:
+    """A value schema of plain `bytes`, which Confluent's serializers write as the bytes
+    themselves, with no Avro length before them."""
+    return bool(writer == "bytes" or writer == {"type": "bytes"})
+
+
 class AvroBatchDecoder:
     """Decodes the payloads of one Avro writer schema into struct arrays."""
 
     def __init__(self, schema: RegisteredSchema) -> None:
-        self._writer = writer_schema(schema)
+        writer = writer_schema(schema)
+        self._raw = _plain_bytes(writer)
+        self._writer = as_record(writer)
         target = arrow_type(self._writer)
-        self.arrow_type: pa.StructType = (
-            target if pa.types.is_struct(target) else pa.struct([pa.field("value", target)])
-        )
-        self._target = target
+        assert pa.types.is_struct(target)
+        self.arrow_type: pa.StructType = target
         self._direct = direct_schema(self._writer)
 
     def decode(self, payloads: pa.BinaryArray) -> pa.StructArray:
+        if self._raw:
+            return pa.StructArray.from_arrays([payloads], fields=list(self.arrow_type))
         if self._direct is not None:
             return decode_direct(self._direct, self.arrow_type, payloads)
-        return decode(self._writer, self._target, payloads)
+        return decode(self._writer, self.arrow_type, payloads)

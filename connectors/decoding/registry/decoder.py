@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.columns import concat, one_array, take
-from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, conform
+from connectors.decoding.base import RESERVED as BASE_RESERVED
+from connectors.decoding.base import conform
 from connectors.decoding.registry.avro import UnsupportedSchema
 from connectors.decoding.registry.formats import Format, format_for
 from connectors.decoding.registry.framing import Group, payloads, read_framing
@@ -28,7 +29,7 @@ SCHEMA_ID_COLUMN = "schema_id"
 KEY_PREFIX = "key_"
 VALUE_HEADER = "__value_schema_id"
 KEY_HEADER = "__key_schema_id"
-RESERVED = {*METADATA_COLUMNS, TOMBSTONE_COLUMN, SCHEMA_ID_COLUMN}
+RESERVED = {*BASE_RESERVED, SCHEMA_ID_COLUMN}  # the value's own fields: value_<name>
 
 
 def bisect(

@@ -25,9 +25,8 @@ from connectors.decoding.registry.decoder import (
     ColumnDecoder,
 )
 from connectors.decoding.registry.schemas import SchemaSource
-from connectors.decoding.schemas import check_columns, decoded_fields, existing_schema
+from connectors.decoding.schemas import check_decoded, existing_schema, plain_type
 from connectors.delta.dead_letters import Split, reject_oversized
-from connectors.kafka.records import SCHEMA
 
 
 def value_column(field: str) -> str:
@@ -95,14 +94,22 @@ def _in_order(table: pa.Table) -> bool:
 
 
 def _split_fields(schema: pa.Schema) -> tuple[pa.Schema, pa.Schema]:
-    """An existing table's value fields and key fields (columns `key_<field>`)."""
-    fields = decoded_fields(pa.schema([f for f in schema if f.name != SCHEMA_ID_COLUMN]))
-    keys = [f for f in fields if f.name.startswith(KEY_PREFIX)]
-    values = [f for f in fields if not f.name.startswith(KEY_PREFIX)]
-    return (
-        pa.schema(values),
-        pa.schema([pa.field(f.name.removeprefix(KEY_PREFIX), f.type) for f in keys]),
-    )
+    """An existing table's value fields (each column named back by undoing `value_column`) and
+    key fields (columns `key_<field>`)."""
+    values, keys = [], []
+    for column in schema:
+        if column.name in RESERVED:
+            continue
+        if column.name.startswith(KEY_PREFIX):
+            keys.append(pa.field(column.name.removeprefix(KEY_PREFIX), plain_type(column.type)))
+        else:
+            values.append(pa.field(_field_name(column.name), plain_type(column.type)))
+    return pa.schema(values), pa.schema(keys)
+
+
+def _field_name(column: str) -> str:
+    field = column.removeprefix("value_")
+    return field if field != column and value_column(field) == column else column
 
 
 def registry_values(
@@ -122,13 +129,12 @@ def registry_values(
         )
     source = SchemaSource(settings.schema_registry_url, settings.schema_registry_config)
     source.check_reachable()
-    metadata = pa.schema([SCHEMA.field(name) for name in metadata_columns])
     starts: dict[str, tuple[pa.Schema, pa.Schema]] = {}
     for topic in settings.topics:
         schema = existing_schema(settings, topic) if tables is None else tables(topic)
         if schema is not None:
             uri = settings.table_uri(topic)
-            check_columns(topic, uri, schema, metadata, flow)
+            check_decoded(topic, uri, schema, flow, metadata_columns)
             starts[topic] = _split_fields(schema)
 
     def make(topic: str) -> RegistryDecoder:

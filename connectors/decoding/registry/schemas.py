@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MAX_BACKOFF_S = 30.0
 _UNKNOWN_FOR_S = 60.0
+_HTTP_LOGGERS = ("httpx", "httpx2", "httpcore")  # the client's HTTP library logs as these
 _CLIENT_DEFAULTS: dict[str, Any] = {"timeout": 10, "max.retries": 2, "retries.wait.ms": 200}
 
 
@@ -49,6 +51,15 @@ class SchemaSource:
 
     def __init__(self, url: str, config: Mapping[str, Any]) -> None:
         self.url = url
+        for each in url.split(","):  # the client takes several, comma-separated
+            parts = urlsplit(each.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(
+                    f"WAXLAKE_SCHEMA_REGISTRY_URL: {each.strip()!r} is not an http(s) URL; "
+                    "give the scheme too, e.g. http://registry:8081"
+                )
+        for name in _HTTP_LOGGERS:  # one INFO line per schema fetched is noise
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
             self._client = SchemaRegistryClient({**_CLIENT_DEFAULTS, **config, "url": url})
         except (ValueError, TypeError) as exc:
