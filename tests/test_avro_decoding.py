@@ -5,6 +5,7 @@ the library confluent-kafka's AvroSerializer writes with."""
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import io
 import json
 import random
@@ -167,3 +168,50 @@ def test_an_undecodable_payload_is_found_by_bisection_on_the_direct_path():
 
     assert list(bad) == [42] and "undecodable Avro payload" in bad[42]
     assert sum(stop - start for start, stop, _ in decoded) == 99
+
+
+CONTAINER: dict[str, Any] = {
+    "type": "record",
+    "name": "Payment",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {
+            "name": "amount",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2},
+        },
+        {"name": "memo", "type": "string"},
+    ],
+}
+
+
+def payments(n: int) -> list[bytes]:
+    rows = [
+        {"id": i, "amount": decimal.Decimal(f"{i}.25"), "memo": "m" * (i % 7)} for i in range(n)
+    ]
+    return payloads(CONTAINER, rows).to_pylist()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("at", "extra"), [(5, b"\x02\x04"), (19, b"\x00"), (0, b"\x02\x02a")])
+def test_a_payload_with_bytes_after_its_record_decodes_on_the_container_path_too(at, extra):
+    """As on the direct path, bytes after a complete record are ignored (polars-avro alone
+    hung forever on a block whose bytes outran its record count)."""
+    decoder = AvroBatchDecoder(RegisteredSchema("id 1", 1, "AVRO", json.dumps(CONTAINER), {}))
+    assert decoder._direct is None
+    good = payments(20)
+    values = pa.array([*good[:at], good[at] + extra, *good[at + 1 :]], pa.binary())
+
+    assert decoder.decode(values).equals(decoder.decode(pa.array(good, pa.binary())))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cut", [1, 3])
+def test_a_truncated_payload_is_found_by_bisection_on_the_container_path(cut):
+    decoder = AvroBatchDecoder(RegisteredSchema("id 1", 1, "AVRO", json.dumps(CONTAINER), {}))
+    good = payments(30)
+    values = pa.array([*good[:17], good[17][:-cut], *good[18:]], pa.binary())
+
+    decoded, bad = bisect(len(values), lambda a, b: decoder.decode(values.slice(a, b - a)))
+
+    assert list(bad) == [17] and "undecodable Avro payload" in bad[17]
+    assert sum(stop - start for start, stop, _ in decoded) == 29

@@ -4,7 +4,8 @@ The payloads of one schema, joined, are exactly the data of one uncompressed blo
 object container file; given a header (the schema, a sync marker) `polars-avro` (arrow-rs's Avro
 reader) decodes the whole block at once. The result is then mapped to the types a Delta table
 holds (README, "Type mapping"). Schemas of the most common types take a cheaper path instead
-(`avro_direct`), with the same result.
+(`avro_direct`), with the same result. On the container path each payload is first trimmed to
+its record (`avro_block`).
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ import io
 import json
 from typing import Any
 
-import numpy as np
 import polars as pl
 import polars_avro
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.columns import one_array
+from connectors.decoding.registry.avro_block import RecordBounds, container
 from connectors.decoding.registry.avro_direct import decode_direct, direct_schema
 from connectors.decoding.registry.schemas import RegisteredSchema
 
-_SYNC = b"\x9a" * 16
 _PRIMITIVES: dict[str, pa.DataType] = {
     "boolean": pa.bool_(),
     "int": pa.int32(),
@@ -156,37 +156,16 @@ def arrow_type(schema: Any, names: dict[str, Any] | None = None, path: str = "")
     raise UnsupportedSchema(f"{where} has unknown Avro type {kind!r}")
 
 
-def _zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _avro_bytes(data: bytes) -> bytes:
-    return _zigzag(len(data)) + data
-
-
-def container(schema: Any, payloads: pa.BinaryArray) -> bytes:
-    """An Avro object container file whose one block holds `payloads` (no codec)."""
-    meta = {"avro.schema": json.dumps(schema).encode(), "avro.codec": b"null"}
-    header = b"Obj\x01" + _zigzag(len(meta))
-    header += b"".join(_avro_bytes(k.encode()) + _avro_bytes(v) for k, v in meta.items())
-    header += b"\x00" + _SYNC
-    offsets = np.frombuffer(payloads.buffers()[1], dtype=np.int32)
-    first, last = offsets[payloads.offset], offsets[payloads.offset + len(payloads)]
-    data = memoryview(payloads.buffers()[2])[first:last] if len(payloads) else memoryview(b"")
-    block = _zigzag(len(payloads)) + _zigzag(len(data))
-    return b"".join((header, block, data, _SYNC))  # the payloads copied once, not three times
-
-
-def decode(schema: Any, target: pa.StructType, payloads: pa.BinaryArray) -> pa.StructArray:
+def decode(
+    schema: Any, target: pa.StructType, payloads: pa.BinaryArray, bounds: RecordBounds | None = None
+) -> pa.StructArray:
     """Decode `payloads` (all written with record `schema`) into a struct array of type `target`.
 
     Raises ValueError if any payload does not decode (the caller bisects to find which)."""
+    try:
+        payloads = (bounds or RecordBounds(schema)).trimmed(payloads)
+    except ValueError as exc:
+        raise ValueError(f"undecodable Avro payload: {exc}") from None
     try:
         # batch_size sizes the builders: a large one left every decoded poll holding buffers
         # sized for a million rows (RSS grew to 3.8 GB on 1 KB records)
@@ -300,10 +279,11 @@ class AvroBatchDecoder:
         assert pa.types.is_struct(target)
         self.arrow_type: pa.StructType = target
         self._direct = direct_schema(self._writer)
+        self._bounds = RecordBounds(self._writer) if self._direct is None else None
 
     def decode(self, payloads: pa.BinaryArray) -> pa.StructArray:
         if self._raw:
             return pa.StructArray.from_arrays([payloads], fields=list(self.arrow_type))
         if self._direct is not None:
             return decode_direct(self._direct, self.arrow_type, payloads)
-        return decode(self._writer, self.arrow_type, payloads)
+        return decode(self._writer, self.arrow_type, payloads, self._bounds)
