@@ -188,7 +188,7 @@ def payments(n: int) -> list[bytes]:
     rows = [
         {"id": i, "amount": decimal.Decimal(f"{i}.25"), "memo": "m" * (i % 7)} for i in range(n)
     ]
-    return payloads(CONTAINER, rows).to_pylist()
+    return [bytes(p) for p in payloads(CONTAINER, rows).to_pylist()]
 
 
 @pytest.mark.timeout(60)
