@@ -86,10 +86,20 @@ _CONSUMER_ONLY = (
 (`CONFWARN ... is a consumer property and will be ignored`), so they are left out of its config."""
 
 
+_ADMIN_LOG = logging.getLogger("librdkafka.admin")
+
+
 def make_admin(settings: Settings) -> AdminClient:
-    """An admin client with the job's connection settings (security included)."""
+    """An admin client with the job's connection settings (security included).
+
+    Its librdkafka log lines go to a Python logger, which confluent-kafka serves only when the
+    client is polled, never from librdkafka's threads: a broker that does not answer is reported
+    by the admin calls themselves, and a `Connect ... failed` line printed by a thread after the
+    job's one `waxlake: error:` line would make that line no longer the last."""
     config = consumer_config(settings, what="admin")
-    return AdminClient({k: v for k, v in config.items() if not k.startswith(_CONSUMER_ONLY)})
+    config = {k: v for k, v in config.items() if not k.startswith(_CONSUMER_ONLY)}
+    config["logger"] = _ADMIN_LOG
+    return AdminClient(config)
 
 
 def list_partitions(
