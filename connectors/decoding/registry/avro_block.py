@@ -38,14 +38,11 @@ class RecordBounds:
         values = payloads.to_pylist()
         if None in values:
             raise ValueError(f"payload {values.index(None)} is null")
-        lengths = np.fromiter(map(len, values), np.int64, len(values))
-        starts = np.zeros(len(values), np.int64)
-        starts[1:] = np.cumsum(lengths[:-1] + len(_PAD))
+        lengths = [len(v) for v in values]
         stream = io.BytesIO(_PAD.join(values) + _PAD)
-        ends = []
-        for index, (start, length) in enumerate(
-            zip(starts.tolist(), lengths.tolist(), strict=True)
-        ):
+        ends: list[int] = []
+        start = 0
+        for index, length in enumerate(lengths):
             stream.seek(start)
             try:
                 fastavro.schemaless_reader(stream, self._writer, self._skip)
@@ -55,7 +52,8 @@ class RecordBounds:
             if end > length:
                 raise ValueError(f"payload {index} ends inside its record ({length} bytes)")
             ends.append(end)
-        if ends == lengths.tolist():
+            start += length + len(_PAD)
+        if ends == lengths:
             return payloads
         return pa.array([v[:end] for v, end in zip(values, ends, strict=True)], pa.binary())
 
