@@ -166,14 +166,18 @@ def _librdkafka_str(value: Any) -> str:
     return str(value)
 
 
-_ENV_NAMES = {
-    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
-    "schema_spec": "WAXLAKE_SCHEMA",
-}
+def env_names() -> dict[str, str]:
+    """Each setting's field -> the environment variable it is read from (its alias, if any)."""
+    return {
+        name: alias
+        if isinstance(alias := field.validation_alias, str)
+        else f"WAXLAKE_{name.upper()}"
+        for name, field in Settings.model_fields.items()
+    }
 
 
 def _env_name(field: str) -> str:
-    return _ENV_NAMES.get(field, f"WAXLAKE_{field.upper()}")
+    return env_names().get(field, f"WAXLAKE_{field.upper()}")
 
 
 TOOL_VARIABLES = {
@@ -193,7 +197,7 @@ TOOL_VARIABLES = {
 def unknown_settings(environ: Mapping[str, str] = os.environ) -> list[str]:
     """One line per `WAXLAKE_*` variable no setting reads: a misspelt name would otherwise be
     ignored silently (`WAXLAKE_GUARANTE=at-most-once` runs exactly-once)."""
-    known = {_env_name(field) for field in Settings.model_fields}
+    known = set(env_names().values())
     lines = []
     for name in sorted(environ):
         if not name.startswith("WAXLAKE_") or name in known or name in TOOL_VARIABLES:

@@ -34,7 +34,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from connectors.config import Settings
+from connectors.config import Settings, env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -49,14 +49,7 @@ S3_SECRET = "waxlake-s3"
 S3_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 # Settings fields by the environment name they are read from (alias, else WAXLAKE_<FIELD>).
-SETTINGS_ENV = {
-    (
-        field.validation_alias
-        if isinstance(field.validation_alias, str)
-        else "WAXLAKE_" + name.upper()
-    ): name
-    for name, field in Settings.model_fields.items()
-}
+SETTINGS_ENV = {env: name for name, env in env_names().items()}
 # What `python -m bytewax.run` reads (bytewax/run.py), and the dataflow API of its extension.
 BYTEWAX_ENV = {
     "BYTEWAX_RECOVERY_DIRECTORY",
