@@ -1,4 +1,5 @@
-"""What the tables of one sink share in a process: the commit threads and the group consumer.
+"""What the tables of one sink share in a process: the commit threads, the group consumer and
+the admin client of the topic-ID checks.
 
 A commit thread and a consumer (four to five librdkafka threads) per table made a job over 100
 topics run 500 threads. Here the tables share a few commit threads (each table still has at
@@ -14,10 +15,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 
 from connectors.config import Settings
 from connectors.kafka import group_offsets
-from connectors.kafka.client import make_consumer
+from connectors.kafka.client import make_admin, make_consumer
 
 COMMIT_THREADS = 4
 """Tables committing at once; more tables wait their turn (they are back-pressured anyway)."""
@@ -36,6 +38,7 @@ class SharedClients:
         self._users = 0
         self._pool: ThreadPoolExecutor | None = None
         self._group: Consumer | None = None
+        self._admin: AdminClient | None = None
 
     def join(self) -> None:
         with self._lock:
@@ -50,6 +53,7 @@ class SharedClients:
                 return
             pool, self._pool = self._pool, None
             group, self._group = self._group, None
+            self._admin = None  # its threads end when it is collected
         if pool is not None:
             pool.shutdown(wait=True)
         if group is not None:
@@ -59,6 +63,13 @@ class SharedClients:
         """Run `call(*args)` on a commit thread."""
         assert self._pool is not None, "join() first"
         return self._pool.submit(call, *args)
+
+    def admin(self) -> AdminClient:
+        """The admin client of the tables' checks before a commit, made at the first one."""
+        with self._lock:
+            if self._admin is None:
+                self._admin = make_admin(self._settings)
+            return self._admin
 
     def commit_group_offsets(self, topic: str, next_offsets: Mapping[int, int]) -> None:
         with self._group_lock:

@@ -158,7 +158,7 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
 
     def _commit(self, topic: str, flush: Flush) -> None:
         started = time.perf_counter()
-        topic_ids.check_unchanged(self._settings, topic)
+        topic_ids.check_unchanged(self._shared.admin, topic)
         writer, dead_writer = self._writers(topic)
         dead_result = None
 

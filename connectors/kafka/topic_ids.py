@@ -10,6 +10,7 @@ them the offset checks of `connectors.kafka.data_loss` are what is left.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
@@ -18,7 +19,6 @@ from deltalake import DeltaTable
 from connectors.config import Settings
 from connectors.delta import markers as offsets
 from connectors.errors import OffsetsReusedError
-from connectors.kafka.client import make_admin
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ _NO_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # the all-zero UUID, base64: the broker has n
 
 KNOWN: dict[str, str | None] = {}
 """Topic -> ID as the broker reported it at start-up (None: no ID), for the table writers."""
-_ADMIN: list[AdminClient] = []  # one per process, made at the first commit that checks
 
 
 def broker_topic_ids(admin: AdminClient, topics: list[str]) -> dict[str, str | None]:
@@ -77,17 +76,17 @@ def check_topic_ids(settings: Settings, admin: AdminClient) -> None:
             )
 
 
-def check_unchanged(settings: Settings, topic: str) -> None:
+def check_unchanged(admin: Callable[[], AdminClient], topic: str) -> None:
     """Before each commit: the topic still has the ID it had at start-up. A topic recreated
     while the job runs can grow past the job's position before the job reads again; then no
-    offset is out of range, and its records would land as if they were the old topic's."""
+    offset is out of range, and its records would land as if they were the old topic's.
+    `admin` gives the client to ask (made only where the broker has topic IDs)."""
     known = KNOWN.get(topic)
     if known is None:
         return
-    if not _ADMIN:
-        _ADMIN.append(make_admin(settings))
-    current = broker_topic_ids(_ADMIN[0], [topic]).get(topic)
-    _ADMIN[0].poll(0)  # serve its queued log lines (make_admin): the queue must not grow
+    client = admin()
+    current = broker_topic_ids(client, [topic]).get(topic)
+    client.poll(0)  # serve its queued log lines (make_admin): the queue must not grow
     if current is not None and current != known:
         raise OffsetsReusedError(
             f"topic {topic} was deleted and recreated while the job ran: it was read as topic "
