@@ -8,12 +8,15 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.decoding.naming import Naming
 from connectors.delta.dead_letters import Split
 from connectors.kafka.records import SCHEMA
 
 METADATA_COLUMNS = ["topic", "partition", "offset", "timestamp", "key", "headers"]
 TOMBSTONE_COLUMN = "is_tombstone"
 RESERVED = {*SCHEMA.names, TOMBSTONE_COLUMN}
+VALUE_NAMING = Naming(frozenset(RESERVED))
+"""How the decoded flows name a value's fields: `value_<name>` for the names above."""
 
 
 class Decoder(Protocol):

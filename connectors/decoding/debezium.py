@@ -9,7 +9,7 @@ where the connector has them, `cdc_lsn` (PostgreSQL `lsn`, SQL Server `change_ls
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 
 import polars as pl
 import pyarrow as pa
@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from connectors.columns import one_array
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN
+from connectors.decoding.naming import Naming
 
 Reject = Callable[[pa.Table, pa.Array, str, str], pa.Table]
 """Dead-letters the rows of a table where a mask holds; returns the others."""
@@ -40,10 +41,9 @@ def _field(rows: pa.Table, name: str) -> pa.Array | None:
     return one_array(rows[name]) if name in rows.column_names else None
 
 
-def changes(rows: pa.Table, reject: Reject, reserved: Collection[str] = ()) -> pa.Table:
-    """Decoded envelopes (columns before, after, op, source, ...) -> row changes. A row field
-    named like a column of the changes (Kafka metadata, cdc_*) or in `reserved` becomes
-    `value_<name>`."""
+def changes(rows: pa.Table, reject: Reject, naming: Naming) -> pa.Table:
+    """Decoded envelopes (columns before, after, op, source, ...) -> row changes, the row's
+    fields named by `naming` (which takes at least the Kafka metadata and cdc_* columns)."""
     tombstones = one_array(rows[TOMBSTONE_COLUMN])
     rows = rows.filter(pc.invert(tombstones))  # Debezium's own tombstones: nothing to apply
     op = _field(rows, "op")
@@ -61,10 +61,8 @@ def changes(rows: pa.Table, reject: Reject, reserved: Collection[str] = ()) -> p
     columns["__deleted"] = deleted
     columns.update(_source(rows))
     if image is not None:
-        taken = {*columns, *CDC_COLUMNS, *reserved}
         for index, field in enumerate(image.type):
-            name = f"value_{field.name}" if field.name in taken else field.name
-            columns[name] = image.field(index)
+            columns[naming.column(field.name)] = image.field(index)
     return pa.table(columns)
 
 

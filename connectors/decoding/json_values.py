@@ -21,13 +21,14 @@ from connectors.columns import one_array, same_type
 from connectors.config import ConfigError, Settings
 from connectors.decoding.base import (
     METADATA_COLUMNS,
-    RESERVED,
     TOMBSTONE_COLUMN,
+    VALUE_NAMING,
     DecoderFactory,
     by_field,
 )
 from connectors.decoding.json_shapes import has_map, readable, restore, with_entries
 from connectors.decoding.json_types import normalise, record_errors, with_majority_types
+from connectors.decoding.naming import Naming
 from connectors.decoding.schemas import (
     check_decoded,
     decoded_fields,
@@ -42,9 +43,15 @@ class JsonDecoder:
 
     evolves_schema = True
 
-    def __init__(self, max_record_bytes: int, fields: pa.Schema | None = None) -> None:
+    def __init__(
+        self,
+        max_record_bytes: int,
+        fields: pa.Schema | None = None,
+        naming: Naming = VALUE_NAMING,
+    ) -> None:
         self._max = max_record_bytes
         self.fields = fields if fields is not None else pa.schema([])
+        self._naming = naming
 
     def split(self, raw: pa.Table) -> Split:
         split = Split(rows=raw)
@@ -143,8 +150,8 @@ class JsonDecoder:
     def _rows(
         self, values: pa.Table, decoded: list[pa.StructArray], tombstones: pa.Table
     ) -> pa.Table:
-        """Metadata columns + tombstone flag + one column per field (renamed if reserved)."""
-        fields = [pa.field(_column_name(f.name), f.type) for f in self.fields]
+        """Metadata columns + tombstone flag + one column per field (named by `naming`)."""
+        fields = [pa.field(self._naming.column(f.name), f.type) for f in self.fields]
         parts = []
         for table, struct_chunks, is_tombstone in (
             (values, decoded, False),
@@ -204,10 +211,6 @@ def read_json_objects(
     if column.null_count:
         raise pa.ArrowInvalid("value is JSON null, not an object")
     return restore(column, target)
-
-
-def _column_name(field: str) -> str:
-    return f"value_{field}" if field in RESERVED else field
 
 
 def _message(exc: Exception) -> str:

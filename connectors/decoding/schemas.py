@@ -14,7 +14,8 @@ import yaml
 
 from connectors.columns import same_type
 from connectors.config import ConfigError, Settings
-from connectors.decoding.base import METADATA_COLUMNS, RESERVED, TOMBSTONE_COLUMN
+from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, VALUE_NAMING
+from connectors.decoding.naming import Naming
 from connectors.delta.markers import open_table
 from connectors.kafka.records import SCHEMA
 
@@ -83,18 +84,14 @@ def _type_from_name(field: str, value: Any) -> pa.DataType:
     )
 
 
-def decoded_fields(table_schema: pa.Schema) -> pa.Schema:
-    """The JSON fields of an existing decoded table (its columns after the metadata)."""
-    fields = [f for f in table_schema if f.name not in RESERVED]
+def decoded_fields(table_schema: pa.Schema, naming: Naming = VALUE_NAMING) -> pa.Schema:
+    """The JSON fields of an existing decoded table: its other columns than the ones the table
+    takes for itself, each named back (`naming`)."""
     return pa.schema(
         [
-            pa.field(
-                f.name.removeprefix("value_")
-                if f.name.removeprefix("value_") in RESERVED
-                else f.name,
-                plain_type(f.type),
-            )
-            for f in fields
+            pa.field(naming.field(f.name), plain_type(f.type))
+            for f in table_schema
+            if f.name not in naming.taken
         ]
     )
 

@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 from connectors.columns import one_array
 from connectors.config import Settings
 from connectors.decoding import debezium
-from connectors.decoding.base import TOMBSTONE_COLUMN, Decoder
+from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, Decoder
 from connectors.decoding.kafka_keys import fill_from_kafka_key
+from connectors.decoding.naming import Naming
 from connectors.delta.dead_letters import Split, dead_letters
 
 DELETED = "__deleted"
@@ -88,12 +89,9 @@ class ChangeDecoder:
             rows = debezium.changes(
                 rows,
                 lambda table, mask, c, t: reject_decoded(split, raw, table, mask, c, t),
-                reserved=OWN_COLUMNS,
+                ROW_NAMING,
             )
-        else:
-            rows = rows.rename_columns(
-                [f"value_{n}" if n in OWN_COLUMNS else n for n in rows.column_names]
-            )
+        else:  # the value decoder named the fields (its naming takes OWN_COLUMNS too)
             rows = rows.append_column(DELETED, rows[TOMBSTONE_COLUMN])
             rows = rows.drop_columns([TOMBSTONE_COLUMN])
         rows = self._keyed(rows, split, raw)
@@ -155,6 +153,8 @@ def latest_per_key(changes: pa.Table, key_columns: Sequence[str]) -> pa.Table:
 CDC_COLUMNS = set(debezium.CDC_COLUMNS)
 OWN_COLUMNS = {BUCKET, DELETED}
 """Columns the state table adds: a value field of that name becomes `value_<name>`."""
+ROW_NAMING = Naming(frozenset({*METADATA_COLUMNS, *CDC_COLUMNS, *OWN_COLUMNS}))
+"""How a Debezium row's fields are named as columns of its state table."""
 
 
 def key_columns(settings: Settings) -> list[str]:

@@ -12,13 +12,13 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from connectors.config import ConfigError, Guarantee, Settings
-from connectors.decoding.base import RESERVED, DecoderFactory
+from connectors.decoding.base import METADATA_COLUMNS, RESERVED, VALUE_NAMING, DecoderFactory
 from connectors.decoding.json_values import JsonDecoder
 from connectors.decoding.schemas import decoded_fields, load_schema
 from connectors.decoding.state_changes import (
     BUCKET,
-    CDC_COLUMNS,
     OWN_COLUMNS,
+    ROW_NAMING,
     STATE_COLUMNS,
     ChangeDecoder,
     bucket_hashes,
@@ -81,10 +81,9 @@ def check_buckets(settings: Settings, topic: str, table: DeltaTable) -> None:
     )
 
 
-def table_view(settings: Settings, topic: str) -> pa.Schema | None:
-    """An existing state table's columns as a value decoder's table would have them: without
-    the columns only the state table has, `value_key_bucket` back as `key_bucket` (None: no
-    table yet). Checks the key columns and the bucket count first."""
+def state_schema(settings: Settings, topic: str) -> pa.Schema | None:
+    """An existing state table's columns (None: no table yet), once its key columns and its
+    bucket count are checked."""
     table = open_table(settings.table_uri(topic), settings.storage_options)
     if table is None:
         return None
@@ -99,9 +98,24 @@ def table_view(settings: Settings, topic: str) -> pa.Schema | None:
             "current-state table of one topic need separate roots)"
         )
     check_buckets(settings, topic, table)
-    own = {f"value_{n}": n for n in OWN_COLUMNS}
-    skip = {BUCKET, *CDC_COLUMNS}
-    return pa.schema([f.with_name(own.get(f.name, f.name)) for f in schema if f.name not in skip])
+    return schema
+
+
+def registry_view(schema: pa.Schema, debezium: bool) -> pa.Schema:
+    """A state table as the registry decoder's table: its rows' columns are the value's fields,
+    except with Debezium, whose values are envelopes (their fields start unknown)."""
+    if debezium:
+        return pa.schema([f for f in schema if f.name in METADATA_COLUMNS])
+    return schema
+
+
+def json_start(schema: pa.Schema, debezium: bool) -> pa.Schema:
+    """The fields a JSON value decoder starts from: the rows' columns named back, and with
+    Debezium the envelope's `before` and `after` of that row type."""
+    if not debezium:
+        return decoded_fields(schema, VALUE_NAMING.with_taken(OWN_COLUMNS))
+    row = pa.struct(list(decoded_fields(schema, ROW_NAMING)))
+    return pa.schema([pa.field("before", row), pa.field("after", row)])
 
 
 def changes(settings: Settings) -> DecoderFactory:
@@ -113,19 +127,27 @@ def changes(settings: Settings) -> DecoderFactory:
             "exactly-once MERGEs only; leave WAXLAKE_GUARANTEE unset (exactly-once)"
         )
     check_key_fields(settings)
-    views = {topic: table_view(settings, topic) for topic in settings.topics}
+    schemas = {topic: state_schema(settings, topic) for topic in settings.topics}
+    debezium = settings.cdc_format == "debezium"
     if settings.value_format == "registry":
+        from connectors.decoding.registry.decoder import NAMING
         from connectors.decoding.registry.rows import registry_values
 
+        views = {t: registry_view(s, debezium) for t, s in schemas.items() if s is not None}
         make_values = registry_values(
-            settings, "flows.upsert_to_delta", views.get, metadata_columns=STATE_COLUMNS
+            settings,
+            "flows.upsert_to_delta",
+            views.get,
+            metadata_columns=STATE_COLUMNS,
+            naming=NAMING.with_taken(OWN_COLUMNS),
         )
     else:
         given = load_schema(settings.schema_spec) if settings.schema_spec else None
-        starts = {t: decoded_fields(v) for t, v in views.items() if v is not None}
+        starts = {t: json_start(s, debezium) for t, s in schemas.items() if s is not None}
+        naming = VALUE_NAMING.with_taken(OWN_COLUMNS)
 
         def make_values(topic: str) -> JsonDecoder:
-            return JsonDecoder(settings.max_record_bytes, starts.get(topic) or given)
+            return JsonDecoder(settings.max_record_bytes, starts.get(topic) or given, naming)
 
     def make(topic: str) -> ChangeDecoder:
         return ChangeDecoder(

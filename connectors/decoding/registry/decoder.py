@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from connectors.columns import concat, one_array, take
 from connectors.decoding.base import RESERVED as BASE_RESERVED
 from connectors.decoding.base import conform
+from connectors.decoding.naming import Naming
 from connectors.decoding.registry.avro import UnsupportedSchema
 from connectors.decoding.registry.formats import Format, format_for
 from connectors.decoding.registry.framing import Group, payloads, read_framing
@@ -29,7 +30,9 @@ SCHEMA_ID_COLUMN = "schema_id"
 KEY_PREFIX = "key_"
 VALUE_HEADER = "__value_schema_id"
 KEY_HEADER = "__key_schema_id"
-RESERVED = {*BASE_RESERVED, SCHEMA_ID_COLUMN}  # the value's own fields: value_<name>
+RESERVED = {*BASE_RESERVED, SCHEMA_ID_COLUMN}
+NAMING = Naming(frozenset(RESERVED), (KEY_PREFIX,))
+"""A value field named like those, or starting `key_` (the decoded keys' prefix): `value_<name>`."""
 
 
 def bisect(

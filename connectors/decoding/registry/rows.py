@@ -16,10 +16,11 @@ import pyarrow.compute as pc
 from connectors.columns import one_array, only_value
 from connectors.config import ConfigError, Settings
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, DecoderFactory
+from connectors.decoding.naming import Naming
 from connectors.decoding.registry.decoder import (
     KEY_HEADER,
     KEY_PREFIX,
-    RESERVED,
+    NAMING,
     SCHEMA_ID_COLUMN,
     VALUE_HEADER,
     ColumnDecoder,
@@ -27,10 +28,6 @@ from connectors.decoding.registry.decoder import (
 from connectors.decoding.registry.schemas import SchemaSource
 from connectors.decoding.schemas import check_decoded, existing_schema, plain_type
 from connectors.delta.dead_letters import Split, reject_oversized
-
-
-def value_column(field: str) -> str:
-    return f"value_{field}" if field in RESERVED or field.startswith(KEY_PREFIX) else field
 
 
 class RegistryDecoder:
@@ -44,8 +41,10 @@ class RegistryDecoder:
         max_record_bytes: int,
         value_fields: pa.Schema,
         key_fields: pa.Schema | None,
+        naming: Naming = NAMING,
     ) -> None:
         self._max = max_record_bytes
+        self._naming = naming
         self._values = ColumnDecoder(source, "value", VALUE_HEADER, value_fields)
         self._keys = (
             None if key_fields is None else ColumnDecoder(source, "key", KEY_HEADER, key_fields)
@@ -72,7 +71,7 @@ class RegistryDecoder:
                 TOMBSTONE_COLUMN: pc.is_null(rows["value"]),
                 SCHEMA_ID_COLUMN: rows["__ids"],
                 **columns,
-                **{value_column(f.name): values.field(f.name) for f in self._values.fields},
+                **{self._naming.column(f.name): values.field(f.name) for f in self._values.fields},
             }
         )
         return Split(
@@ -93,23 +92,18 @@ def _in_order(table: pa.Table) -> bool:
     return bool(one_partition and pc.all(pc.greater(steps, 0)).as_py())
 
 
-def _split_fields(schema: pa.Schema) -> tuple[pa.Schema, pa.Schema]:
-    """An existing table's value fields (each column named back by undoing `value_column`) and
-    key fields (columns `key_<field>`)."""
+def _split_fields(schema: pa.Schema, naming: Naming) -> tuple[pa.Schema, pa.Schema]:
+    """An existing table's value fields (each column named back) and key fields (columns
+    `key_<field>`)."""
     values, keys = [], []
     for column in schema:
-        if column.name in RESERVED:
+        if column.name in naming.taken:
             continue
         if column.name.startswith(KEY_PREFIX):
             keys.append(pa.field(column.name.removeprefix(KEY_PREFIX), plain_type(column.type)))
         else:
-            values.append(pa.field(_field_name(column.name), plain_type(column.type)))
+            values.append(pa.field(naming.field(column.name), plain_type(column.type)))
     return pa.schema(values), pa.schema(keys)
-
-
-def _field_name(column: str) -> str:
-    field = column.removeprefix("value_")
-    return field if field != column and value_column(field) == column else column
 
 
 def registry_values(
@@ -117,11 +111,13 @@ def registry_values(
     flow: str = "flows.registry_to_delta",
     tables: Callable[[str], pa.Schema | None] | None = None,
     metadata_columns: Sequence[str] = METADATA_COLUMNS,
+    naming: Naming = NAMING,
 ) -> DecoderFactory:
     """Check the registry answers and existing tables fit; decoders start from the tables.
 
     `flow` names the flow in errors; `tables` gives a topic's existing table schema as this
-    flow's tables have it (default: the table itself), holding at least `metadata_columns`."""
+    flow's tables have it (default: the table itself), holding at least `metadata_columns`;
+    `naming` names the value's fields as columns."""
     if not settings.schema_registry_url:
         raise ConfigError(
             f"WAXLAKE_SCHEMA_REGISTRY_URL is not set: {flow} needs the schema "
@@ -135,12 +131,16 @@ def registry_values(
         if schema is not None:
             uri = settings.table_uri(topic)
             check_decoded(topic, uri, schema, flow, metadata_columns)
-            starts[topic] = _split_fields(schema)
+            starts[topic] = _split_fields(schema, naming)
 
     def make(topic: str) -> RegistryDecoder:
         values, keys = starts.get(topic, (pa.schema([]), pa.schema([])))
         return RegistryDecoder(
-            source, settings.max_record_bytes, values, keys if settings.registry_keys else None
+            source,
+            settings.max_record_bytes,
+            values,
+            keys if settings.registry_keys else None,
+            naming,
         )
 
     return make
