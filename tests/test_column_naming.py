@@ -20,6 +20,8 @@ from tests.registry_support import avro, registry_env
 from tests.test_upsert_flow import FLOW as UPSERT_FLOW
 from tests.test_upsert_flow import debezium_event, state
 
+JSON_FLOW = "flows.json_to_delta:flow"
+
 NAMINGS = {
     "json": VALUE_NAMING,
     "registry": REGISTRY_NAMING,
@@ -27,7 +29,9 @@ NAMINGS = {
     "debezium-rows": ROW_NAMING,
 }
 names = st.lists(
-    st.sampled_from(["value_", "key_", "offset", "value", "bucket", "schema_id", "x", "_"]),
+    st.sampled_from(
+        ["value_", "Value_", "key_", "KEY_", "offset", "Offset", "value", "bucket", "x"]
+    ),
     min_size=1,
     max_size=4,
 ).map("".join)
@@ -36,11 +40,13 @@ names = st.lists(
 @pytest.mark.parametrize("naming", NAMINGS.values(), ids=NAMINGS.keys())
 @given(fields=st.sets(names, max_size=12))
 def test_every_field_gets_its_own_column_and_is_named_back(naming: Naming, fields: set[str]):
-    columns = [naming.column(f) for f in fields]
-    assert len(set(columns)) == len(columns)
-    assert [naming.field(c) for c in columns] == list(fields)
-    assert not naming.taken.intersection(columns)
-    assert not any(c.startswith(naming.prefixes) for c in columns if naming.prefixes)
+    """Own columns as Delta sees them: column names compare ignoring case."""
+    distinct = list({f.lower(): f for f in fields}.values())  # fields differing by case only:
+    columns = [naming.column(f) for f in distinct]  # dead letters (test below)
+    assert len({c.lower() for c in columns}) == len(columns)
+    assert [naming.field(c) for c in columns] == distinct
+    assert not any(naming.clashes(c) for c in columns)
+    assert not any(c.lower().startswith(naming.prefixes) for c in columns if naming.prefixes)
 
 
 def test_fields_named_like_the_metadata_columns_keep_their_own_columns(
@@ -52,7 +58,7 @@ def test_fields_named_like_the_metadata_columns_keep_their_own_columns(
     root = tmp_path / "lake"
     env = job_env(kafka_bootstrap, [topic], root)
     produce(kafka_bootstrap, [(topic, 0, b"1", b'{"value_offset": "a", "n": 1}', [])])
-    assert run_job(env, None, flow="flows.json_to_delta:flow").returncode == 0
+    assert run_job(env, None, flow=JSON_FLOW).returncode == 0
     produce(kafka_bootstrap, [(topic, 0, b"2", b'{"offset": 7, "value_offset": "b", "n": 2}', [])])
     assert (
         run_job(env, None, flow="flows.json_to_delta:flow").returncode == 0
@@ -62,6 +68,37 @@ def test_fields_named_like_the_metadata_columns_keep_their_own_columns(
     assert table["value_value_offset"].to_list() == ["a", "b"]
     assert table["value_offset"].to_list() == [None, 7]
     assert not (root / "_dead_letters").exists()
+
+
+def test_names_compare_ignoring_case_as_delta_compares_them(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """`Timestamp` or `Key` would be the metadata columns to Delta: stored as value_<name>. A
+    field that differs from a column only by case cannot be a column: its records are dead
+    letters (not a job that fails on every restart)."""
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root)
+    values = [{"Timestamp": "t0", "Key": 1, "OK": 1}, {"ok": 2}, {"OK": 3, "n": 1}]
+    produce(
+        kafka_bootstrap,
+        [(topic, 0, b"%d" % i, json.dumps(v).encode(), []) for i, v in enumerate(values)],
+    )
+    assert (first := run_job(env, None, flow=JSON_FLOW)).returncode == 0, first.stderr[-3000:]
+    produce(
+        kafka_bootstrap,
+        [(topic, 0, b"3", b'{"ok": 4, "OK": 4}', []), (topic, 0, b"4", b'{"OK": 5}', [])],
+    )
+    assert (second := run_job(env, None, flow=JSON_FLOW)).returncode == 0, second.stderr[-3000:]
+
+    table = read_table(root / topic).sort("offset")
+    assert table["OK"].to_list() == [1, 3, 5]
+    assert table["value_Timestamp"].to_list() == ["t0", None, None]
+    assert table["value_Key"].to_list() == [1, None, None]
+    dead = read_table(root / "_dead_letters" / topic).sort("offset")
+    assert dead["key"].to_list() == [b"1", b"3"]
+    assert set(dead["error_class"]) == {"FieldNameConflict"}
+    assert "field 'ok' differs from the column 'OK' only by case" in dead["error_message"][0]
 
 
 def test_debezium_rows_with_columns_named_like_the_envelope(

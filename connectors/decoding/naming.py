@@ -4,13 +4,15 @@ A value field named like a column waxlake adds (the Kafka metadata, `is_tombston
 table's `key_bucket`, ...) is stored as `value_<name>`. So is a field whose name already looks
 escaped (`value_offset` is stored as `value_value_offset`): no two fields share a column, and
 each column names its field back, `field(column(name)) == name`, which is how the next run reads
-an existing table's fields.
+an existing table's fields. Names compare as Delta compares column names, ignoring case
+(`Timestamp` is stored as `value_Timestamp`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 ESCAPE = "value_"
 
@@ -25,10 +27,19 @@ class Naming:
     def with_taken(self, names: Iterable[str]) -> Naming:
         return Naming(self.taken | frozenset(names), self.prefixes)
 
+    @cached_property
+    def _folded(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        return frozenset(n.lower() for n in self.taken), tuple(p.lower() for p in self.prefixes)
+
+    def clashes(self, column: str) -> bool:
+        """True if `column` is one of the names taken, in Delta's eyes (ignoring case)."""
+        return column.lower() in self._folded[0]
+
     def escaped(self, field: str) -> bool:
         """True if `field` is stored as `value_<field>`: it is taken, or an escaped name."""
-        name = field
-        while name not in self.taken and not name.startswith(self.prefixes):
+        taken, prefixes = self._folded
+        name = field.lower()
+        while name not in taken and not name.startswith(prefixes):
             if not name.startswith(ESCAPE):
                 return False
             name = name[len(ESCAPE) :]
@@ -40,3 +51,15 @@ class Naming:
     def field(self, column: str) -> str:
         inner = column.removeprefix(ESCAPE)
         return inner if inner != column and self.escaped(inner) else column
+
+
+def case_clashes(columns: Iterable[str]) -> dict[str, str]:
+    """{column: the earlier column it equals ignoring case}, for each later such column: two
+    columns Delta cannot tell apart."""
+    first: dict[str, str] = {}
+    clashes = {}
+    for column in columns:
+        earlier = first.setdefault(column.lower(), column)
+        if earlier != column:
+            clashes[column] = earlier
+    return clashes

@@ -26,7 +26,7 @@ from connectors.decoding import debezium
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, Decoder
 from connectors.decoding.kafka_keys import fill_from_kafka_key
 from connectors.decoding.naming import Naming
-from connectors.delta.dead_letters import Split, dead_letters
+from connectors.delta.dead_letters import Split, reject_decoded
 
 DELETED = "__deleted"
 BUCKET = "key_bucket"
@@ -49,24 +49,6 @@ def bucket_hashes(keys: pa.Table) -> list[int]:
 def key_buckets(keys: pa.Table, buckets: int) -> pa.Array:
     """Each key's bucket (the state table's partition column)."""
     return pa.array([h % buckets for h in bucket_hashes(keys)], pa.int32())
-
-
-def reject_decoded(
-    split: Split, raw: pa.Table, rows: pa.Table, mask: pa.Array, error_class: str, message: str
-) -> pa.Table:
-    """Dead-letter decoded `rows` where `mask` (as their raw records: decoding dropped the
-    value); return the others."""
-    mask = pc.fill_null(mask, True)
-    if not pc.any(mask).as_py():
-        return rows
-    bad = rows.filter(mask).select(["partition", "offset"])
-    # Join the coordinates only: a list column (headers) cannot be a join's payload.
-    where = raw.select(["partition", "offset"]).append_column(
-        "__row", pa.array(range(raw.num_rows), pa.int64())
-    )
-    matched = where.join(bad, keys=["partition", "offset"], join_type="inner").sort_by("__row")
-    split.dead.append(dead_letters(raw.take(matched["__row"]), error_class, message))
-    return rows.filter(pc.invert(mask))
 
 
 class ChangeDecoder:

@@ -12,7 +12,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from connectors.config import ConfigError, Guarantee, Settings
-from connectors.decoding.base import METADATA_COLUMNS, RESERVED, VALUE_NAMING, DecoderFactory
+from connectors.decoding.base import METADATA_COLUMNS, VALUE_NAMING, DecoderFactory
 from connectors.decoding.json_values import JsonDecoder
 from connectors.decoding.schemas import decoded_fields, load_schema
 from connectors.decoding.state_changes import (
@@ -33,7 +33,8 @@ SAMPLE_ROWS = 1000
 
 
 def check_key_fields(settings: Settings) -> None:
-    taken = sorted(f for f in settings.key_fields if f in RESERVED | OWN_COLUMNS)
+    naming = VALUE_NAMING.with_taken(OWN_COLUMNS)
+    taken = sorted(f for f in settings.key_fields if naming.clashes(f))
     if taken:
         raise ConfigError(
             f"WAXLAKE_KEY_FIELDS={','.join(settings.key_fields)}: {', '.join(taken)} is a column "
@@ -103,9 +104,9 @@ def state_schema(settings: Settings, topic: str) -> pa.Schema | None:
 
 def registry_view(schema: pa.Schema, debezium: bool) -> pa.Schema:
     """A state table as the registry decoder's table: its rows' columns are the value's fields,
-    except with Debezium, whose values are envelopes (their fields start unknown)."""
+    except with Debezium, whose values are envelopes of rows of the table's row type."""
     if debezium:
-        return pa.schema([f for f in schema if f.name in METADATA_COLUMNS])
+        return pa.schema([*(f for f in schema if f.name in METADATA_COLUMNS), *_envelope(schema)])
     return schema
 
 
@@ -114,8 +115,12 @@ def json_start(schema: pa.Schema, debezium: bool) -> pa.Schema:
     Debezium the envelope's `before` and `after` of that row type."""
     if not debezium:
         return decoded_fields(schema, VALUE_NAMING.with_taken(OWN_COLUMNS))
+    return pa.schema(_envelope(schema))
+
+
+def _envelope(schema: pa.Schema) -> list[pa.Field]:
     row = pa.struct(list(decoded_fields(schema, ROW_NAMING)))
-    return pa.schema([pa.field("before", row), pa.field("after", row)])
+    return [pa.field("before", row), pa.field("after", row)]
 
 
 def changes(settings: Settings) -> DecoderFactory:

@@ -105,6 +105,24 @@ def _longest(column: pa.ChunkedArray) -> int:
     return pc.max(pc.binary_length(column)).as_py() or 0
 
 
+def reject_decoded(
+    split: Split, raw: pa.Table, rows: pa.Table, mask: pa.Array, error_class: str, message: str
+) -> pa.Table:
+    """Dead-letter decoded `rows` where `mask` (as their raw records: decoding dropped the
+    value); return the others."""
+    mask = pc.fill_null(mask, True)
+    if not pc.any(mask).as_py():
+        return rows
+    bad = rows.filter(mask).select(["partition", "offset"])
+    # Join the coordinates only: a list column (headers) cannot be a join's payload.
+    where = raw.select(["partition", "offset"]).append_column(
+        "__row", pa.array(range(raw.num_rows), pa.int64())
+    )
+    matched = where.join(bad, keys=["partition", "offset"], join_type="inner").sort_by("__row")
+    split.dead.append(dead_letters(raw.take(matched["__row"]), error_class, message))
+    return rows.filter(pc.invert(mask))
+
+
 def reject_oversized(split: Split, raw: pa.Table, max_bytes: int) -> pa.Table:
     """Dead-letter the records whose key plus value exceed `max_bytes`; return the others."""
 
