@@ -98,7 +98,29 @@ def test_names_compare_ignoring_case_as_delta_compares_them(
     dead = read_table(root / "_dead_letters" / topic).sort("offset")
     assert dead["key"].to_list() == [b"1", b"3"]
     assert set(dead["error_class"]) == {"FieldNameConflict"}
-    assert "field 'ok' differs from the column 'OK' only by case" in dead["error_message"][0]
+    assert "field 'ok' differs from 'OK' beside it only by case" in dead["error_message"][0]
+
+
+def test_nested_fields_that_differ_only_by_case_are_dead_letters(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root)
+    first = [{"geo": {"lat": 1}, "items": [{"x": 1}]}]
+    later = [{"geo": {"Lat": 2}}, {"items": [{"x": 3}, {"X": 4}]}, {"geo": {"lat": 5}}]
+    for values in (first, later):
+        sent = [(topic, 0, b"k", json.dumps(v).encode(), ()) for v in values]
+        produce(kafka_bootstrap, sent)
+        assert (run := run_job(env, None, flow=JSON_FLOW)).returncode == 0, run.stderr[-3000:]
+
+    table = read_table(root / topic).sort("offset")
+    assert table["offset"].to_list() == [0, 3]
+    assert table["geo"].struct.field("lat").to_list() == [1, 5]
+    dead = read_table(root / "_dead_letters" / topic).sort("offset")
+    assert dead["offset"].to_list() == [1, 2]
+    assert "field 'geo.Lat' differs from 'lat' beside it only by case" in dead["error_message"][0]
+    assert "field 'items[].X' differs from 'x'" in dead["error_message"][1]
 
 
 def test_debezium_rows_with_columns_named_like_the_envelope(

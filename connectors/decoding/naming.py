@@ -51,15 +51,3 @@ class Naming:
     def field(self, column: str) -> str:
         inner = column.removeprefix(ESCAPE)
         return inner if inner != column and self.escaped(inner) else column
-
-
-def case_clashes(columns: Iterable[str]) -> dict[str, str]:
-    """{column: the earlier column it equals ignoring case}, for each later such column: two
-    columns Delta cannot tell apart."""
-    first: dict[str, str] = {}
-    clashes = {}
-    for column in columns:
-        earlier = first.setdefault(column.lower(), column)
-        if earlier != column:
-            clashes[column] = earlier
-    return clashes

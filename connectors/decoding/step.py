@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import bytewax.operators as op
 import pyarrow as pa
-import pyarrow.compute as pc
 from bytewax.dataflow import Stream, operator
 
 from connectors.batch import KafkaBatch, destination
 from connectors.decoding.base import Decoder, DecoderFactory
-from connectors.decoding.naming import case_clashes
-from connectors.delta.dead_letters import Split, reject_decoded
+from connectors.decoding.case_clashes import reject_case_clashes
 
 
 @operator
@@ -30,27 +28,10 @@ def decode(step_id: str, up: Stream[KafkaBatch], decoders: DecoderFactory) -> St
         if name not in made:
             made[name] = decoders(name)
         split = made[name].split(batch.rows)
-        _reject_case_clashes(split, batch.rows)
+        reject_case_clashes(split, batch.rows)
         dead = [t for t in (batch.dead, split.dead_table()) if t is not None and t.num_rows]
         return None, batch.with_rows(split.rows, dead=pa.concat_tables(dead) if dead else None)
 
     keyed = op.key_on("by_table", up, destination)
     decoded = op.stateful_map("decode", keyed, step)
     return op.map("batches", decoded, lambda item: item[1])
-
-
-def _reject_case_clashes(split: Split, raw: pa.Table) -> None:
-    """Delta column names ignore case, so a field that differs from an earlier column only by
-    case (`OK` beside `ok`) cannot be a column: the records holding a value for it are dead
-    letters and the column goes. Decoders keep every column of their table in their rows, so
-    the earlier column is the table's when the table has it."""
-    for later, earlier in case_clashes(split.rows.column_names).items():
-        split.rows = reject_decoded(
-            split,
-            raw,
-            split.rows,
-            pc.is_valid(split.rows[later]),
-            "FieldNameConflict",
-            f"field {later!r} differs from the column {earlier!r} only by case, and Delta "
-            "column names ignore case; rename one of them where the records are produced",
-        ).drop_columns([later])
