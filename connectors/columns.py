@@ -65,3 +65,11 @@ def same_type(a: pa.DataType, b: pa.DataType) -> bool:
         return text.replace("timestamp[ms", "timestamp[us")
 
     return norm(a) == norm(b)
+
+
+def any_null(rows: pa.Table, columns: Sequence[str]) -> pa.Array:
+    """Per row: whether any of `columns` is null (a key with a part missing)."""
+    missing = pc.is_null(one_array(rows[columns[0]]))
+    for column in columns[1:]:
+        missing = pc.or_(missing, pc.is_null(one_array(rows[column])))
+    return missing

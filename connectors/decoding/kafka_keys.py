@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.columns import one_array
+from connectors.columns import any_null, one_array
 
 
 def key_document(key: bytes | None) -> dict[str, Any] | None:
@@ -33,10 +33,7 @@ def key_document(key: bytes | None) -> dict[str, Any] | None:
 def fill_from_kafka_key(rows: pa.Table, columns: Sequence[str], where: pa.Array) -> pa.Table:
     """`rows` with the null key `columns` of the rows `where` holds filled from their Kafka key
     (a value that does not fit the column's type stays null)."""
-    missing = pc.is_null(one_array(rows[columns[0]]))
-    for column in columns[1:]:
-        missing = pc.or_(missing, pc.is_null(one_array(rows[column])))
-    fill = pc.and_(pc.fill_null(where, False), missing)
+    fill = pc.and_(pc.fill_null(where, False), any_null(rows, columns))
     if not pc.any(fill).as_py():
         return rows
     documents = [key_document(k) for k in rows["key"].filter(fill).to_pylist()]

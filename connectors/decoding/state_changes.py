@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.columns import one_array
+from connectors.columns import any_null, one_array
 from connectors.config import Settings
 from connectors.decoding import debezium
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, Decoder
@@ -96,7 +96,7 @@ class ChangeDecoder:
                 split,
                 raw,
                 rows,
-                pc.and_(pc.fill_null(rows[DELETED], False), self._no_key(rows)),
+                pc.and_(pc.fill_null(rows[DELETED], False), any_null(rows, self.key_columns)),
                 "MissingKey",
                 f"the delete has no key field(s) {fields} (WAXLAKE_KEY_FIELDS) in its value (a "
                 "tombstone has none) nor in its Kafka key, which is not a JSON object holding "
@@ -107,16 +107,10 @@ class ChangeDecoder:
             split,
             raw,
             rows,
-            self._no_key(rows),
+            any_null(rows, self.key_columns),
             "MissingKey",
             f"the change has no {what}, so it names no row of the state table",
         )
-
-    def _no_key(self, rows: pa.Table) -> pa.Array:
-        no_key = pc.is_null(rows[self.key_columns[0]])
-        for column in self.key_columns[1:]:
-            no_key = pc.or_(no_key, pc.is_null(rows[column]))
-        return no_key
 
 
 def latest_per_key(changes: pa.Table, key_columns: Sequence[str]) -> pa.Table:
