@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from connectors.columns import any_null, one_array
 from connectors.config import Settings
 from connectors.decoding import debezium
-from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, Decoder
+from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, VALUE_NAMING, Decoder
 from connectors.decoding.kafka_keys import fill_from_kafka_key
 from connectors.decoding.naming import Naming
 from connectors.delta.dead_letters import Split, reject_decoded
@@ -129,6 +129,8 @@ def latest_per_key(changes: pa.Table, key_columns: Sequence[str]) -> pa.Table:
 CDC_COLUMNS = set(debezium.CDC_COLUMNS)
 OWN_COLUMNS = {BUCKET, DELETED}
 """Columns the state table adds: a value field of that name becomes `value_<name>`."""
+STATE_NAMING = VALUE_NAMING.with_taken(OWN_COLUMNS)
+"""How a JSON value's fields are named as columns of its state table."""
 ROW_NAMING = Naming(frozenset({*METADATA_COLUMNS, *CDC_COLUMNS, *OWN_COLUMNS}))
 """How a Debezium row's fields are named as columns of its state table."""
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from connectors.config import ConfigError, Guarantee, Settings
-from connectors.decoding.base import METADATA_COLUMNS, VALUE_NAMING, DecoderFactory
+from connectors.decoding.base import METADATA_COLUMNS, DecoderFactory
 from connectors.decoding.json_values import JsonDecoder
 from connectors.decoding.schemas import decoded_fields, load_schema
 from connectors.decoding.state_changes import (
@@ -20,6 +20,7 @@ from connectors.decoding.state_changes import (
     OWN_COLUMNS,
     ROW_NAMING,
     STATE_COLUMNS,
+    STATE_NAMING,
     ChangeDecoder,
     bucket_hashes,
     key_columns,
@@ -33,8 +34,7 @@ SAMPLE_ROWS = 1000
 
 
 def check_key_fields(settings: Settings) -> None:
-    naming = VALUE_NAMING.with_taken(OWN_COLUMNS)
-    taken = sorted(f for f in settings.key_fields if naming.clashes(f))
+    taken = sorted(f for f in settings.key_fields if STATE_NAMING.clashes(f))
     if taken:
         raise ConfigError(
             f"WAXLAKE_KEY_FIELDS={','.join(settings.key_fields)}: {', '.join(taken)} is a column "
@@ -85,11 +85,11 @@ def check_buckets(settings: Settings, topic: str, table: DeltaTable) -> None:
 def state_schema(settings: Settings, topic: str) -> pa.Schema | None:
     """An existing state table's columns (None: no table yet), once its key columns and its
     bucket count are checked."""
-    table = open_table(settings.table_uri(topic), settings.storage_options)
+    uri = settings.table_uri(topic)
+    table = open_table(uri, settings.storage_options)
     if table is None:
         return None
     schema = pa.schema(table.schema().to_arrow())
-    uri = settings.table_uri(topic)
     missing = [c for c in (*STATE_COLUMNS, BUCKET, *key_columns(settings)) if c not in schema.names]
     if missing:
         raise ConfigError(
@@ -114,7 +114,7 @@ def json_start(schema: pa.Schema, debezium: bool) -> pa.Schema:
     """The fields a JSON value decoder starts from: the rows' columns named back, and with
     Debezium the envelope's `before` and `after` of that row type."""
     if not debezium:
-        return decoded_fields(schema, VALUE_NAMING.with_taken(OWN_COLUMNS))
+        return decoded_fields(schema, STATE_NAMING)
     return pa.schema(_envelope(schema))
 
 
@@ -149,10 +149,9 @@ def changes(settings: Settings) -> DecoderFactory:
     else:
         given = load_schema(settings.schema_spec) if settings.schema_spec else None
         starts = {t: json_start(s, debezium) for t, s in schemas.items() if s is not None}
-        naming = VALUE_NAMING.with_taken(OWN_COLUMNS)
 
         def make_values(topic: str) -> JsonDecoder:
-            return JsonDecoder(settings.max_record_bytes, starts.get(topic) or given, naming)
+            return JsonDecoder(settings.max_record_bytes, starts.get(topic) or given, STATE_NAMING)
 
     def make(topic: str) -> ChangeDecoder:
         return ChangeDecoder(

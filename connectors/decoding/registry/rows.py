@@ -26,7 +26,7 @@ from connectors.decoding.registry.decoder import (
     ColumnDecoder,
 )
 from connectors.decoding.registry.schemas import SchemaSource
-from connectors.decoding.schemas import check_decoded, existing_schema, plain_type
+from connectors.decoding.schemas import check_decoded, decoded_fields, existing_schema, plain_type
 from connectors.delta.dead_letters import Split, reject_oversized
 
 
@@ -95,15 +95,11 @@ def _in_order(table: pa.Table) -> bool:
 def _split_fields(schema: pa.Schema, naming: Naming) -> tuple[pa.Schema, pa.Schema]:
     """An existing table's value fields (each column named back) and key fields (columns
     `key_<field>`)."""
-    values, keys = [], []
-    for column in schema:
-        if column.name in naming.taken:
-            continue
-        if column.name.startswith(KEY_PREFIX):
-            keys.append(pa.field(column.name.removeprefix(KEY_PREFIX), plain_type(column.type)))
-        else:
-            values.append(pa.field(naming.field(column.name), plain_type(column.type)))
-    return pa.schema(values), pa.schema(keys)
+    keys = [c for c in schema if c.name.startswith(KEY_PREFIX) and c.name not in naming.taken]
+    values = decoded_fields(pa.schema([c for c in schema if c not in keys]), naming)
+    return values, pa.schema(
+        [pa.field(c.name.removeprefix(KEY_PREFIX), plain_type(c.type)) for c in keys]
+    )
 
 
 def registry_values(
