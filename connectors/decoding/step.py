@@ -12,23 +12,24 @@ from bytewax.dataflow import Stream, operator
 
 from connectors.batch import KafkaBatch, destination
 from connectors.decoding.base import Decoder, DecoderFactory
-from connectors.decoding.case_clashes import reject_case_clashes
+from connectors.decoding.case_clashes import CaseCheck
 
 
 @operator
 def decode(step_id: str, up: Stream[KafkaBatch], decoders: DecoderFactory) -> Stream[KafkaBatch]:
     """Decode the rows of every batch with its table's decoder (`connectors.json_values`,
     `registry_values`, `changes`): rows become typed rows, bad records dead letters."""
-    made: dict[str, Decoder] = {}
+    made: dict[str, tuple[Decoder, CaseCheck]] = {}
 
     def step(_state: None, batch: KafkaBatch) -> tuple[None, KafkaBatch]:
         if batch.rows.num_rows == 0:
             return None, batch
         name = batch.destination
         if name not in made:
-            made[name] = decoders(name)
-        split = made[name].split(batch.rows)
-        reject_case_clashes(split, batch.rows)
+            made[name] = decoders(name), CaseCheck()
+        decoder, case_check = made[name]
+        split = decoder.split(batch.rows)
+        case_check.reject(split, batch.rows)
         dead = [t for t in (batch.dead, split.dead_table()) if t is not None and t.num_rows]
         return None, batch.with_rows(split.rows, dead=pa.concat_tables(dead) if dead else None)
 
