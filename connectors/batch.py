@@ -7,6 +7,8 @@ checked by `check_rule` at every step made with `rows`/`frames` and again in the
     `offset`, and every row is a record the source read, at most once. Steps may drop, change or
     add other columns and may drop rows: a dropped record still counts as handled, because the
     batch's coverage (`first_offset`..`last_offset`), not its rows, moves the partition's marker.
+    Column names stay distinct as Delta compares them, ignoring case (`N` beside `n` is one
+    column to Delta, and a commit of such rows would fail on every restart).
 """
 
 from __future__ import annotations
@@ -75,6 +77,13 @@ def check_rule(batch: KafkaBatch, step: str) -> None:
         raise StepRuleError(
             f"{where}: the rows lost their {', '.join(missing)} column(s); a step must keep "
             "topic, partition and offset (README, 'Write your own flow')"
+        )
+    folded = [name.lower() for name in rows.column_names]
+    if len(set(folded)) != len(folded):
+        twice = [n for n, f in zip(rows.column_names, folded, strict=True) if folded.count(f) > 1]
+        raise StepRuleError(
+            f"{where}: the rows have columns {', '.join(twice)}, one column to Delta (it ignores "
+            "case in column names); give each column a name of its own"
         )
     if rows.num_rows == 0:
         return

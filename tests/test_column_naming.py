@@ -49,6 +49,19 @@ def test_every_field_gets_its_own_column_and_is_named_back(naming: Naming, field
     assert not any(c.lower().startswith(naming.prefixes) for c in columns if naming.prefixes)
 
 
+@pytest.mark.parametrize("naming", NAMINGS.values(), ids=NAMINGS.keys())
+@given(fields=st.sets(names, max_size=12))
+def test_every_decoded_key_field_gets_its_own_key_column(naming: Naming, fields: set[str]):
+    """Registry keys are stored as `key_<field>`: never a column the table takes for itself (a
+    state table's `key_bucket`), each named back."""
+    keys = naming.within("key_")
+    distinct = list({f.lower(): f for f in fields}.values())
+    columns = ["key_" + keys.column(f) for f in distinct]
+    assert len({c.lower() for c in columns}) == len(columns)
+    assert [keys.field(c.removeprefix("key_")) for c in columns] == distinct
+    assert not any(naming.clashes(c) for c in columns)
+
+
 def test_fields_named_like_the_metadata_columns_keep_their_own_columns(
     kafka_bootstrap, topic_factory, tmp_path
 ):

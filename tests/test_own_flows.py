@@ -123,6 +123,10 @@ def test_routed_flow_survives_sigkills_exactly_once(kafka_bootstrap, topic_facto
             "invent",
             r"step invent on topic \S+ partition 0 offsets \d+-\d+: offset \d+ is not a record the source read",
         ),
+        (
+            "twin_column",
+            r"step twin_column on topic \S+ partition 0 offsets \d+-\d+: the rows have columns n, N, one column to Delta",
+        ),
     ],
 )
 def test_a_step_breaking_the_rule_stops_at_the_first_batch(
@@ -140,6 +144,32 @@ def test_a_step_breaking_the_rule_stops_at_the_first_batch(
     assert result.returncode == 1
     assert re.search(message, last_line(result.stderr)), result.stderr[-3000:]
     assert not (root / topic / "_delta_log").exists()
+
+
+def test_a_step_that_gives_a_column_two_types_stops_with_one_line(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """Batches of one table are concatenated before a commit: a column that is int64 in one
+    batch and string in the next cannot be, and the job says which column (it does not abort)."""
+    topic = topic_factory(1)
+    produce(
+        kafka_bootstrap, [(topic, 0, None, json.dumps({"n": i}).encode(), ()) for i in range(40)]
+    )
+    root = tmp_path / "lake"
+    env = {
+        **job_env(kafka_bootstrap, [topic], root, max_poll_records=10),
+        "WAXLAKE_TEST_STEP": "retype",
+    }
+
+    result = run_job(env, None, flow=MISBEHAVING)
+
+    assert result.returncode == 1, result.stderr[-3000:]
+    line = last_line(result.stderr)
+    assert re.search(
+        rf"table {topic}: column n is int64 in some rows and string in others", line
+    ), line
+    landed = read_table(root / topic) if (root / topic / "_delta_log").exists() else None
+    assert landed is None or landed["offset"].to_list() == list(range(10))
 
 
 def test_a_failing_step_stops_the_job_and_a_fixed_one_resumes(

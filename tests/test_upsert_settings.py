@@ -200,3 +200,43 @@ def test_a_state_table_of_a_recreated_topic_is_refused(log_broker, topic_factory
     line = error_line(run_job(env, None, flow=FLOW))
     assert line.startswith("waxlake: error: ") and "was deleted and recreated" in line
     assert {r["n"] for r in state(root, topic).values()} == set(range(20))
+
+
+KEY_RECORD = {  # a registry-framed key whose fields would be named like the table's own columns
+    "type": "record",
+    "name": "ItemKey",
+    "namespace": "waxlake.test",
+    "fields": [{"name": "id", "type": "long"}, {"name": "bucket", "type": "int"}],
+}
+
+
+def test_registry_key_fields_named_like_the_bucket_column_keep_their_own_column(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path: Path
+):
+    from confluent_kafka.serialization import MessageField
+
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    env = registry_env(
+        kafka_bootstrap, [topic], root, schema_registry, value_format="registry", registry_keys=1
+    )
+
+    def send(records: list[dict[str, Any]]) -> None:
+        values = avro(schema_registry, topic, ITEM, records)
+        key_docs = [{"id": r["id"], "bucket": 100 + r["id"]} for r in records]
+        keys = avro(schema_registry, topic, KEY_RECORD, key_docs, field=MessageField.KEY)
+        produce(kafka_bootstrap, [(topic, 0, k, v, ()) for k, v in zip(keys, values, strict=True)])
+
+    send([{"id": i, "v": f"a{i}", "key_bucket": i} for i in range(3)])
+    first = run_job(env, None, flow=FLOW)
+    assert first.returncode == 0, first.stderr[-3000:]
+    send([{"id": 1, "v": "b1", "key_bucket": 7}])
+    second = run_job(env, None, flow=FLOW)
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    table = DeltaTable(str(root / topic)).to_pyarrow_table()
+    got = {r["key_id"]: (r["v"], r["key_value_bucket"]) for r in table.to_pylist()}
+    assert got == {0: ("a0", 100), 1: ("b1", 101), 2: ("a2", 102)}
+    assert table.num_rows == 3
+    buckets = key_buckets(table.select(["key"]), 16).to_pylist()
+    assert table[BUCKET].to_pylist() == buckets

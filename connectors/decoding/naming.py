@@ -27,6 +27,14 @@ class Naming:
     def with_taken(self, names: Iterable[str]) -> Naming:
         return Naming(self.taken | frozenset(names), self.prefixes)
 
+    def within(self, prefix: str) -> Naming:
+        """The naming of fields stored under `prefix` (decoded keys: `key_<field>`): what it
+        takes is what this naming takes under that prefix (`key_bucket` takes `bucket`)."""
+        cut = len(prefix)
+        return Naming(
+            frozenset(n[cut:] for n in self.taken if n.lower().startswith(prefix.lower()))
+        )
+
     @cached_property
     def _folded(self) -> tuple[frozenset[str], tuple[str, ...]]:
         return frozenset(n.lower() for n in self.taken), tuple(p.lower() for p in self.prefixes)

@@ -10,6 +10,11 @@ import pyarrow as pa
 from connectors.batch import KafkaBatch
 from connectors.delta.dead_letters import DEAD_LETTER_SCHEMA
 from connectors.delta.markers import Mark, last_record
+from connectors.errors import WaxlakeError
+
+
+class RowsMismatchError(WaxlakeError):
+    """The batches of one flush do not fit one table: a column with two types."""
 
 
 @dataclass
@@ -57,10 +62,8 @@ class TableBuffer:
     def __bool__(self) -> bool:
         return bool(self.marks)
 
-    def take(self) -> Flush:
-        rows = (
-            pa.concat_tables(self.rows, promote_options="permissive") if self.rows else pa.table({})
-        )
+    def take(self, table: str) -> Flush:
+        rows = _concat(table, self.rows) if self.rows else pa.table({})
         dead = (
             pa.concat_tables(self.dead).sort_by(
                 [("partition", "ascending"), ("offset", "ascending")]
@@ -72,3 +75,24 @@ class TableBuffer:
         self.rows, self.dead, self.marks, self.firsts = [], [], {}, {}
         self.row_count = self.bytes = self.records = 0
         return flush
+
+
+def _concat(table: str, batches: list[pa.Table]) -> pa.Table:
+    """One table of the flush's rows (nulls and narrower types widen, as delta-rs would)."""
+    try:
+        return pa.concat_tables(batches, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        types: dict[str, set[str]] = {}
+        for batch in batches:
+            for field in batch.schema:
+                types.setdefault(field.name, set()).add(str(field.type))
+        clash = next(((n, sorted(t)) for n, t in types.items() if len(t) > 1), None)
+        what = (
+            f"column {clash[0]} is {' in some rows and '.join(clash[1])} in others"
+            if clash
+            else str(exc)
+        )
+        raise RowsMismatchError(
+            f"table {table}: {what}, so the rows cannot be committed together; a step must give "
+            "a column one type (cast it), then restart the job"
+        ) from exc

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Protocol
 
 import pyarrow as pa
@@ -87,14 +88,26 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         self._failed = False  # a commit failed: the job is stopping, commit nothing more
 
     def write_batch(self, values: list[KafkaBatch]) -> None:
-        self._check_in_flight()
-        for batch in values:
-            check_rule(batch, "before the sink")
-            self._bind(batch.topic)
-            self._buffer.add(batch)
-            metrics.BUFFERED_ROWS.labels(batch.topic).set(self._buffer.row_count)
-            if self._full():
-                self._flush(wait=False)
+        with self._stops_the_job():
+            self._check_in_flight()
+            for batch in values:
+                check_rule(batch, "before the sink")
+                self._bind(batch.topic)
+                self._buffer.add(batch)
+                metrics.BUFFERED_ROWS.labels(batch.topic).set(self._buffer.row_count)
+                if self._full():
+                    self._flush(wait=False)
+
+    @contextmanager
+    def _stops_the_job(self) -> Iterator[None]:
+        """What raises here stops the job, and Bytewax then closes this partition while it
+        unwinds: a second error in `close` would abort the process without the job's last line,
+        so after a failure `close` commits nothing more."""
+        try:
+            yield
+        except BaseException:
+            self._failed = True
+            raise
 
     def _full(self) -> bool:
         """Commit before the epoch ends: the buffer is too big, or (with a commit interval) its
@@ -108,7 +121,8 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         )
 
     def snapshot(self) -> None:
-        self._flush(wait=True)
+        with self._stops_the_job():
+            self._flush(wait=True)
 
     def close(self) -> None:
         try:
@@ -134,7 +148,7 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         self._await_in_flight()
         if self._buffer and self._topic is not None:
             self._in_flight = self._shared.submit(
-                self._commit_or_fail, self._topic, self._buffer.take()
+                self._commit_or_fail, self._topic, self._buffer.take(self._name)
             )
         if wait:
             self._await_in_flight()
@@ -142,7 +156,6 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
     def _await_in_flight(self) -> None:
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is not None and in_flight.exception() is not None:
-            self._failed = True
             in_flight.result()  # a failed commit raises here, on the worker: the job stops
 
     def _check_in_flight(self) -> None:

@@ -5,7 +5,9 @@ step-failure tests:
 - `invent`: adds 1000 to every offset (breaks the rule);
 - `fail`: raises on a batch holding the value `{"n": 13}`;
 - `fail_to_dead_letters`: the same, with `on_error="dead_letter"`;
-- `drop_all`: filters every row out (the markers must still move).
+- `drop_all`: filters every row out (the markers must still move);
+- `twin_column`: adds a column `N` beside `n` (Delta compares names ignoring case);
+- `retype`: turns `n` into strings in batches past offset 9 (one column, two types).
 """
 
 from __future__ import annotations
@@ -39,12 +41,25 @@ def drop_all(table: pa.Table) -> pa.Table:
     return table.slice(0, 0)
 
 
+def twin_column(table: pa.Table) -> pa.Table:
+    return table.append_column("N", table["n"])
+
+
+def retype(table: pa.Table) -> pa.Table:
+    if pc.min(table["offset"]).as_py() < 10:
+        return table
+    index = table.schema.get_field_index("n")
+    return table.set_column(index, "n", pc.cast(table["n"], pa.string()))
+
+
 STEPS = {
     "drop_offset": rows(drop_offset),
     "invent": rows(invent),
     "fail": rows(unlucky),
     "fail_to_dead_letters": rows(unlucky, on_error="dead_letter"),
     "drop_all": rows(drop_all),
+    "twin_column": rows(twin_column),
+    "retype": rows(retype),
 }
 
 settings = start()

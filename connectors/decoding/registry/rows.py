@@ -3,7 +3,8 @@
 Columns: the Kafka metadata columns, `is_tombstone`, `schema_id`, then one column per field of
 the value (a value whose schema is not a record: one column `value`, named `value_value`); with
 `WAXLAKE_REGISTRY_KEYS`, decoded keys add `key_<field>` columns (`key_value` for a key that is not
-a record) and `key` keeps the raw bytes.
+a record; a key field whose `key_<field>` the table takes for itself, as a state table takes
+`key_bucket`, gets the value fields' escape: `key_value_bucket`) and `key` keeps the raw bytes.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class RegistryDecoder:
     ) -> None:
         self._max = max_record_bytes
         self._naming = naming
+        self._key_naming = naming.within(KEY_PREFIX)
         self._values = ColumnDecoder(source, "value", VALUE_HEADER, value_fields)
         self._keys = (
             None if key_fields is None else ColumnDecoder(source, "key", KEY_HEADER, key_fields)
@@ -63,7 +65,7 @@ class RegistryDecoder:
         if self._keys is not None:
             rows, keys, _ = self._keys.decode(rows, split)
             for field in self._keys.fields:
-                columns[f"{KEY_PREFIX}{field.name}"] = keys.field(field.name)
+                columns[KEY_PREFIX + self._key_naming.column(field.name)] = keys.field(field.name)
         values = one_array(rows["__values"])
         table = pa.table(
             {
@@ -95,10 +97,11 @@ def _in_order(table: pa.Table) -> bool:
 def _split_fields(schema: pa.Schema, naming: Naming) -> tuple[pa.Schema, pa.Schema]:
     """An existing table's value fields (each column named back) and key fields (columns
     `key_<field>`)."""
-    keys = [c for c in schema if c.name.startswith(KEY_PREFIX) and c.name not in naming.taken]
+    keys = [c for c in schema if c.name.startswith(KEY_PREFIX) and not naming.clashes(c.name)]
     values = decoded_fields(pa.schema([c for c in schema if c not in keys]), naming)
+    key_naming = naming.within(KEY_PREFIX)
     return values, pa.schema(
-        [pa.field(c.name.removeprefix(KEY_PREFIX), plain_type(c.type)) for c in keys]
+        [pa.field(key_naming.field(c.name[len(KEY_PREFIX) :]), plain_type(c.type)) for c in keys]
     )
 
 
