@@ -15,8 +15,9 @@ import fastavro
 import pyarrow as pa
 import pytest
 
-from connectors.decoding.registry.avro import AvroBatchDecoder, arrow_type, decode
+from connectors.decoding.registry.avro import AvroBatchDecoder, decode
 from connectors.decoding.registry.avro_direct import decode_direct, direct_schema
+from connectors.decoding.registry.avro_schema import arrow_type, expanded
 from connectors.decoding.registry.decoder import bisect
 from connectors.decoding.registry.schemas import RegisteredSchema
 
@@ -93,7 +94,7 @@ def payloads(schema: Any, records: list[Any]) -> pa.BinaryArray:
 def test_the_direct_decoder_gives_what_the_container_decoder_gives():
     records = [order(random.Random(seed)) for seed in range(500)]
     data = payloads(DIRECT, records)
-    target = arrow_type(DIRECT)
+    target = arrow_type(expanded(DIRECT))
     schema_text = direct_schema(DIRECT)
     assert schema_text is not None
 

@@ -222,3 +222,77 @@ def test_fields_named_like_columns_keep_their_columns_across_a_restart(
     dead = dead_letters(root, topic)
     assert [(d["offset"], d["error_class"]) for d in dead] == [(2, "SchemaConflict")]
     assert "field 'schema_id' is string in it but int64" in dead[0]["error_message"]
+
+
+SHIPMENT: dict[str, Any] = {  # named types used again by name: short, full, from another space
+    "type": "record",
+    "name": "Shipment",
+    "namespace": "waxlake.ship",
+    "fields": [
+        {
+            "name": "origin",
+            "type": {
+                "type": "record",
+                "name": "Place",
+                "fields": [
+                    {"name": "code", "type": {"type": "string", "logicalType": "uuid"}},
+                    {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A"]}},
+                ],
+            },
+        },
+        {"name": "target", "type": "waxlake.ship.Place"},
+        {"name": "stops", "type": {"type": "array", "items": "Place"}},
+        {"name": "last_kind", "type": "Kind"},
+        {
+            "name": "carrier",
+            "type": {
+                "type": "record",
+                "name": "Carrier",
+                "namespace": "waxlake.other",
+                "fields": [{"name": "home", "type": ["null", "waxlake.ship.Place"]}],
+            },
+        },
+    ],
+}
+NODE = {  # a record inside itself: no Delta column can hold it
+    "type": "record",
+    "name": "Node",
+    "fields": [{"name": "v", "type": "int"}, {"name": "next", "type": ["null", "Node"]}],
+}
+
+
+def test_named_types_used_again_by_name_land_and_a_recursive_one_is_a_dead_letter(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    shipments, nodes = topic_factory(1), topic_factory(1)
+
+    def place(i: int) -> dict[str, Any]:
+        return {"code": str(uuid.UUID(int=i)), "kind": "A"}
+
+    records = [
+        {
+            "origin": place(i),
+            "target": place(i + 1),
+            "stops": [place(i + 2)],
+            "last_kind": "A",
+            "carrier": {"home": place(i + 3) if i % 2 else None},
+        }
+        for i in range(5)
+    ]
+    produce_values(kafka_bootstrap, shipments, avro(schema_registry, shipments, SHIPMENT, records))
+    linked = [{"v": 1, "next": {"v": 2, "next": None}}, {"v": 3, "next": None}]
+    produce_values(kafka_bootstrap, nodes, avro(schema_registry, nodes, NODE, linked))
+    root = tmp_path / "lake"
+    env = registry_env(kafka_bootstrap, [shipments, nodes], root, schema_registry)
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert dead_letters(root, shipments) == []
+    rows = table_rows(root, shipments)
+    assert [{k: r[k] for k in records[0]} for r in rows] == records
+    letters = dead_letters(root, nodes)
+    assert [r["offset"] for r in letters] == [0, 1]
+    assert {r["error_class"] for r in letters} == {"UnsupportedSchema"}
+    assert "field next holds a Node inside a Node" in letters[0]["error_message"]
+    assert not (root / nodes / "_delta_log").exists()  # no row, so no columns to make it with

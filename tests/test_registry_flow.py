@@ -64,6 +64,50 @@ def test_protobuf_end_to_end(kafka_bootstrap, schema_registry, topic_factory, tm
     ]
 
 
+def node_class() -> Any:
+    """A Protobuf message that holds itself (a linked list), built at run time."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="waxlake/test/node.proto", package="waxlake.test", syntax="proto3"
+    )
+    f = descriptor_pb2.FieldDescriptorProto
+    node = proto.message_type.add(name="Node")
+    node.field.add(name="v", number=1, type=f.TYPE_INT32, label=f.LABEL_OPTIONAL)
+    node.field.add(
+        name="next",
+        number=2,
+        type=f.TYPE_MESSAGE,
+        type_name=".waxlake.test.Node",
+        label=f.LABEL_OPTIONAL,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("waxlake.test.Node"))
+
+
+def test_a_recursive_protobuf_message_keeps_its_inner_message_as_bytes(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    """README's type table: the field where a message holds itself is binary, the nested
+    message's own Protobuf bytes (a Delta column cannot nest without end)."""
+    topic = topic_factory(1)
+    cls = node_class()
+    head = cls(v=1)
+    head.next.v = 2
+    head.next.next.v = 3
+    produce_values(kafka_bootstrap, topic, protobuf(schema_registry, topic, [head, cls(v=9)]))
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert dead_letters(root, topic) == []
+    rows = table_rows(root, topic)
+    assert [r["v"] for r in rows] == [1, 9] and rows[1]["next"] is None
+    assert cls.FromString(rows[0]["next"]) == head.next
+
+
 EVENT = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "title": "Event",

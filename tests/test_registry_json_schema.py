@@ -89,3 +89,50 @@ def test_json_schema_values_that_are_not_objects_maps_and_dates(
         )
         for d in [doc(0), doc(1), doc(3), doc(4)]
     ]
+
+
+TREE = {  # a node inside a node, through a definition and through the root itself
+    "$schema": DRAFT_7,
+    "title": "Tree",
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "child": {"$ref": "#/definitions/node"},
+    },
+    "definitions": {
+        "node": {
+            "type": "object",
+            "properties": {
+                "v": {"type": "integer"},
+                "kids": {"type": "array", "items": {"$ref": "#/definitions/node"}},
+            },
+        }
+    },
+}
+LOOP = {**TREE, "title": "Loop", "properties": {"id": {"type": "integer"}, "again": {"$ref": "#"}}}
+
+
+def test_a_recursive_json_schema_is_a_dead_letter_and_the_job_goes_on(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    trees, loops = topic_factory(1), topic_factory(1)
+    produce_values(
+        kafka_bootstrap,
+        trees,
+        json_schema(schema_registry, trees, TREE, [{"id": 1, "child": {"v": 2, "kids": []}}]),
+    )
+    produce_values(kafka_bootstrap, loops, json_schema(schema_registry, loops, LOOP, [{"id": 1}]))
+    root = tmp_path / "lake"
+
+    result = run_job(
+        registry_env(kafka_bootstrap, [trees, loops], root, schema_registry), None, flow=FLOW
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    messages = [r["error_message"] for t in (trees, loops) for r in dead_letters(root, t)]
+    assert len(messages) == 2, messages
+    assert (
+        "the value.child.kids[] holds a #/definitions/node inside a #/definitions/node"
+        in messages[0]
+    )
+    assert "the value.again holds a # inside a #" in messages[1]

@@ -17,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyruhvro
 
+from connectors.decoding.registry.avro_schema import expanded
+
 _UNMAPPED = {"bytes", "fixed", "null", "error"}  # pyruhvro panics on these (or has no column)
 _LOGICAL = {"timestamp-millis": "long", "timestamp-micros": "long", "date": "int"}
 
@@ -25,13 +27,12 @@ def direct_schema(writer: Any) -> str | None:
     """The schema text pyruhvro decodes `writer` (self-contained) with, or None if it cannot."""
     if not (isinstance(writer, dict) and writer.get("type") == "record" and writer.get("fields")):
         return None
-    return json.dumps(writer) if _mapped(writer) else None
+    return json.dumps(writer) if _mapped(expanded(writer)) else None
 
 
 def _mapped(schema: Any) -> bool:
-    """Whether pyruhvro maps `schema` as the container path does. A name that is not a
-    primitive refers to a record or enum defined elsewhere in the same schema, which is walked
-    where it is defined."""
+    """Whether pyruhvro maps `schema` (`expanded`: every name a primitive) as the container
+    path does."""
     if isinstance(schema, str):
         return schema not in _UNMAPPED
     if isinstance(schema, list):

@@ -17,7 +17,7 @@ from connectors.columns import concat, one_array, take
 from connectors.decoding.base import RESERVED as BASE_RESERVED
 from connectors.decoding.base import conform
 from connectors.decoding.naming import Naming
-from connectors.decoding.registry.avro import UnsupportedSchema
+from connectors.decoding.registry.avro_schema import UnsupportedSchema
 from connectors.decoding.registry.formats import Format, format_for
 from connectors.decoding.registry.framing import Group, payloads, read_framing
 from connectors.decoding.registry.schemas import SchemaSource, UnknownSchema

@@ -8,7 +8,8 @@ from typing import Protocol
 import numpy as np
 import pyarrow as pa
 
-from connectors.decoding.registry.avro import AvroBatchDecoder, UnsupportedSchema
+from connectors.decoding.registry.avro import AvroBatchDecoder
+from connectors.decoding.registry.avro_schema import UnsupportedSchema
 from connectors.decoding.registry.json_schema import JsonSchemaDecoder
 from connectors.decoding.registry.protobuf import ProtobufBatchDecoder, split_indexes
 from connectors.decoding.registry.schemas import RegisteredSchema

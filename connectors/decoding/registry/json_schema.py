@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from connectors.decoding.json_values import read_json_objects
-from connectors.decoding.registry.avro import UnsupportedSchema
+from connectors.decoding.registry.avro_schema import UnsupportedSchema
 from connectors.decoding.registry.schemas import RegisteredSchema
 
 _SCALARS = {
@@ -30,7 +30,7 @@ class JsonSchemaDecoder:
     def __init__(self, schema: RegisteredSchema) -> None:
         self._root = json.loads(schema.text)
         self._references = {name: json.loads(ref.text) for name, ref in _flatten(schema).items()}
-        target = self._type(self._root, "the value")
+        target = self._type(self._root, "the value", frozenset({"#"}))
         if not pa.types.is_struct(target):
             target = pa.struct([pa.field("value", target)])
             self._wrapped = True
@@ -49,6 +49,8 @@ class JsonSchemaDecoder:
             raise ValueError(f"value does not fit its JSON Schema: {exc}") from None
 
     def _resolve(self, ref: str) -> Any:
+        if ref == "#":
+            return self._root
         if ref.startswith("#/"):
             node: Any = self._root
             for part in ref[2:].split("/"):
@@ -58,11 +60,19 @@ class JsonSchemaDecoder:
             return self._references[ref]
         raise UnsupportedSchema(f"JSON Schema reference {ref!r} is not resolvable")
 
-    def _type(self, schema: Any, where: str) -> pa.DataType:
+    def _type(self, schema: Any, where: str, refs: frozenset[str] = frozenset()) -> pa.DataType:
+        """`refs`: the references being followed, so a type inside itself is an error, not an
+        endless walk (no Delta column holds a recursive type)."""
         if schema is True or schema == {}:
             raise UnsupportedSchema(f"{where} may be any JSON value; give it a type")
         if "$ref" in schema:
-            return self._type(self._resolve(schema["$ref"]), where)
+            ref = schema["$ref"]
+            if ref in refs:
+                raise UnsupportedSchema(
+                    f"{where} holds a {ref} inside a {ref} (a recursive type), which no Delta "
+                    "column can hold: cut the recursion (e.g. a fixed depth)"
+                )
+            return self._type(self._resolve(ref), where, refs | {ref})
         for combinator in ("oneOf", "anyOf"):
             if combinator in schema:
                 branches = [b for b in schema[combinator] if b.get("type") != "null"]
@@ -71,7 +81,7 @@ class JsonSchemaDecoder:
                         f"{where} is one of several types ({combinator}), which one Delta column "
                         "cannot hold"
                     )
-                return self._type(branches[0], where)
+                return self._type(branches[0], where, refs)
         kind = schema.get("type")
         if isinstance(kind, list):
             kinds = [k for k in kind if k != "null"]
@@ -87,12 +97,12 @@ class JsonSchemaDecoder:
             properties = schema.get("properties", {})
             extra = schema.get("additionalProperties")
             if not properties and isinstance(extra, dict):
-                return pa.map_(pa.string(), self._type(extra, f"{where}{{}}"))
+                return pa.map_(pa.string(), self._type(extra, f"{where}{{}}", refs))
             return pa.struct(
-                [pa.field(n, self._type(s, f"{where}.{n}")) for n, s in properties.items()]
+                [pa.field(n, self._type(s, f"{where}.{n}", refs)) for n, s in properties.items()]
             )
         if kind == "array":
-            return pa.list_(self._type(schema.get("items", {}), f"{where}[]"))
+            return pa.list_(self._type(schema.get("items", {}), f"{where}[]", refs))
         if kind == "string" and schema.get("format") in _FORMATS:
             return _FORMATS[schema["format"]]
         if kind in _SCALARS:

@@ -27,7 +27,7 @@ from google.protobuf import (  # the well-known types, so their files are in the
 )
 from google.protobuf.descriptor import Descriptor, FileDescriptor
 
-from connectors.decoding.registry.avro import UnsupportedSchema
+from connectors.decoding.registry.avro_schema import UnsupportedSchema
 from connectors.decoding.registry.schemas import RegisteredSchema
 
 _CONFIG = ptars.PtarsConfig(
