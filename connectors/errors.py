@@ -8,6 +8,7 @@ and partition) and what to do, like a bad setting does at start-up.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
@@ -88,14 +89,35 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType
     if issubclass(kind, KeyboardInterrupt):
         sys.__excepthook__(kind, exc, tb)
         return
-    setting = any(isinstance(e, ConfigError) for e in _chain(exc))
-    if not setting:  # a bad setting needs no traceback; anything else keeps it for debugging
+    if not _is_setting(exc):  # a bad setting needs no traceback; anything else keeps it
         traceback.print_exception(kind, exc, tb, file=sys.stderr)
+    _end(exc)
+
+
+def _is_setting(exc: BaseException) -> bool:
+    return any(isinstance(e, ConfigError) for e in _chain(exc))
+
+
+def _end(exc: BaseException) -> None:
     print(f"waxlake: error: {fatal_line(exc)}", file=sys.stderr, flush=True)
     logging.shutdown()
     # Leave now: consumers closed during interpreter shutdown would log after our last line.
     # Delta and Kafka commits are atomic, so nothing half-done is left behind.
-    os._exit(EXIT_CONFIG_ERROR if setting else EXIT_RUNTIME_ERROR)
+    os._exit(EXIT_CONFIG_ERROR if _is_setting(exc) else EXIT_RUNTIME_ERROR)
+
+
+_AT_EXIT: list[BaseException] = []
+
+
+def fail_at_exit(exc: BaseException) -> None:
+    """For an error where raising is not safe: Bytewax closes partitions while it unwinds from
+    another error, and a second error there aborts the process (no last line, exit -6). The job
+    ends as if it had raised `exc`: its traceback now, its line last and exit 1 when the
+    interpreter exits, unless another error's line ends the job first."""
+    traceback.print_exception(exc, file=sys.stderr)
+    if not _AT_EXIT:
+        atexit.register(lambda: _end(_AT_EXIT[0]))
+    _AT_EXIT.append(exc)
 
 
 def install_excepthook() -> None:

@@ -105,6 +105,31 @@ def test_json_values_become_typed_columns_and_bad_ones_dead_letters(
     assert landed_keys(root, topic) == Counter((r.partition, r.offset) for r in produced)
 
 
+def test_empty_objects_land_without_a_column_until_they_hold_fields(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """Parquet cannot store a struct without fields: an object that is empty so far (nested, in
+    a list, in a map-like object) has no column yet, and its record still lands."""
+    topic = topic_factory(1)
+    docs = [
+        {"n": 0, "meta": {}},
+        {"n": 1, "items": [{}], "deep": {"inner": {}, "k": 1}},
+        {"n": 2, "meta": {"x": 1}},
+    ]
+    produce(kafka_bootstrap, [(topic, 0, None, json.dumps(d).encode(), ()) for d in docs])
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root, max_poll_records=1)
+
+    run_json(env, root / "_recovery")
+
+    table = read_table(root / topic).sort("offset")
+    assert table["n"].to_list() == [0, 1, 2]
+    assert table["meta"].to_list() == [None, None, {"x": 1}]
+    assert table["deep"].to_list() == [None, {"k": 1}, None]
+    assert "items" not in table.columns
+    assert not (root / "_dead_letters" / topic / "_delta_log").exists()
+
+
 def test_given_schema_types_the_columns(kafka_bootstrap, topic_factory, tmp_path):
     topic = topic_factory(1)
     schema = tmp_path / "schema.yaml"

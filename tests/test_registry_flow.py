@@ -108,6 +108,88 @@ def test_a_recursive_protobuf_message_keeps_its_inner_message_as_bytes(
     assert cls.FromString(rows[0]["next"]) == head.next
 
 
+def pinged_class() -> Any:
+    """A Protobuf message with a `google.protobuf.Empty` field (and a repeated one)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2, message_factory
+
+    pool = descriptor_pool.DescriptorPool()
+    empty_file = descriptor_pb2.FileDescriptorProto()
+    empty_pb2.DESCRIPTOR.CopyToProto(empty_file)
+    pool.Add(empty_file)
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="waxlake/test/ping.proto",
+        package="waxlake.test",
+        syntax="proto3",
+        dependency=["google/protobuf/empty.proto"],
+    )
+    f = descriptor_pb2.FieldDescriptorProto
+    ping = proto.message_type.add(name="Ping")
+    ping.field.add(name="id", number=1, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL)
+    for number, (name, label) in enumerate(
+        [("ack", f.LABEL_OPTIONAL), ("acks", f.LABEL_REPEATED)], start=2
+    ):
+        ping.field.add(
+            name=name,
+            number=number,
+            type=f.TYPE_MESSAGE,
+            type_name=".google.protobuf.Empty",
+            label=label,
+        )
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("waxlake.test.Ping"))
+
+
+EMPTY_AVRO = {
+    "type": "record",
+    "name": "Beat",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "mark", "type": {"type": "record", "name": "Mark", "fields": []}},
+        {"name": "marks", "type": {"type": "array", "items": "Mark"}},
+    ],
+}
+EMPTY_JSON_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Beat",
+    "type": "object",
+    "properties": {"id": {"type": "integer"}, "extra": {"type": "object"}},
+}
+
+
+def test_types_without_fields_land_without_a_column(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    """Parquet cannot store a struct without fields: Protobuf's Empty and a JSON Schema object
+    without properties have no column, and the records land; an Avro record of no fields, which
+    the Avro decoders cannot read, makes UnsupportedSchema dead letters that say so."""
+    pings, beats, docs = topic_factory(1), topic_factory(1), topic_factory(1)
+    cls = pinged_class()
+    messages = [cls(id=1), cls(id=2)]
+    messages[1].ack.SetInParent()
+    messages[1].acks.add()
+    produce_values(kafka_bootstrap, pings, protobuf(schema_registry, pings, messages))
+    beat = [{"id": 1, "mark": {}, "marks": [{}, {}]}]
+    produce_values(kafka_bootstrap, beats, avro(schema_registry, beats, EMPTY_AVRO, beat))
+    doc = [{"id": 1, "extra": {}}]
+    produce_values(
+        kafka_bootstrap, docs, json_schema(schema_registry, docs, EMPTY_JSON_SCHEMA, doc)
+    )
+    root = tmp_path / "lake"
+    env = registry_env(kafka_bootstrap, [pings, beats, docs], root, schema_registry)
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    letters = dead_letters(root, beats)
+    assert [r["error_class"] for r in letters] == ["UnsupportedSchema"]
+    assert "field mark is a record without fields (Mark)" in letters[0]["error_message"]
+    for topic, ids in ((pings, [1, 2]), (docs, [1])):
+        assert dead_letters(root, topic) == []
+        rows = table_rows(root, topic)
+        assert [r["id"] for r in rows] == ids
+        assert not {"ack", "acks", "mark", "marks", "extra"} & set(rows[0])
+
+
 EVENT = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "title": "Event",

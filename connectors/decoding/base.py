@@ -66,3 +66,25 @@ def conform(array: pa.Array, target: pa.DataType) -> pa.Array:
         ]
         return pa.StructArray.from_arrays(children, fields=list(target), mask=pc.is_null(array))
     return array.cast(target)
+
+
+def storable(t: pa.DataType) -> pa.DataType | None:
+    """`t` without what Parquet cannot store: a struct without fields (an empty JSON object,
+    Protobuf's `Empty`, an Avro record of no fields) is left out of its parent, and so is a list
+    or map of them; None if nothing is left. `conform` (or a cast) then drops their values."""
+    if pa.types.is_struct(t):
+        kept = [(f, storable(f.type)) for f in t]
+        fields = [pa.field(f.name, s, f.nullable) for f, s in kept if s is not None]
+        return pa.struct(fields) if fields else None
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = storable(t.value_type)
+        return None if inner is None else pa.list_(t.value_field.with_type(inner))
+    if pa.types.is_map(t):
+        item = storable(t.item_type)
+        return None if item is None else pa.map_(t.key_type, t.item_field.with_type(item))
+    return t
+
+
+def storable_fields(t: pa.StructType) -> pa.StructType:
+    """A value's fields as columns: those `storable` keeps (maybe none)."""
+    return storable(t) or pa.struct([])

@@ -12,6 +12,8 @@ from datetime import date, datetime
 
 import pyarrow as pa
 
+from connectors.decoding.base import storable
+
 _MAJORITY = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -107,13 +109,14 @@ def _misfit(value: object, kind: pa.DataType) -> str | None:
 
 def normalise(column: pa.StructArray) -> pa.StructArray:
     """Types the table can hold: timestamps in µs UTC; a field only ever null so far is left out
-    at the top level and typed string when nested (its first real value decides nothing)."""
+    at the top level and typed string when nested (its first real value decides nothing); an
+    object without fields so far is left out at any depth (`storable`)."""
     arrays, fields = [], []
     for index, field in enumerate(column.type):
         child = column.field(index)
-        if pa.types.is_null(field.type):
+        target = None if pa.types.is_null(field.type) else storable(_normal_type(field.type))
+        if target is None:
             continue
-        target = _normal_type(field.type)
         arrays.append(child.cast(target) if target != field.type else child)
         fields.append(pa.field(field.name, target))
     if not fields:

@@ -38,7 +38,12 @@ from connectors.delta.dead_letters import (
 from connectors.delta.markers import Mark
 from connectors.delta.shared_clients import SharedClients
 from connectors.delta.table_writer import CommitResult, DeltaTableWriter
-from connectors.errors import ConcurrentWriteError, TableWriteError, commit_failure
+from connectors.errors import (
+    ConcurrentWriteError,
+    TableWriteError,
+    commit_failure,
+    fail_at_exit,
+)
 from connectors.kafka import topic_ids
 from connectors.ops import metrics
 from connectors.ops.progress import PROGRESS
@@ -128,6 +133,8 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         try:
             if not self._failed:  # after a failure Bytewax closes while it unwinds: no raising
                 self._flush(wait=True)
+        except Exception as exc:  # Bytewax may be unwinding from another partition's error
+            fail_at_exit(exc)
         finally:
             self._shared.leave()
             PROGRESS.close()

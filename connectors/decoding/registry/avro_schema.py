@@ -107,6 +107,11 @@ def arrow_type(schema: Any, path: str = "") -> pa.DataType:
     if isinstance(kind, dict | list):
         return arrow_type(kind, path)
     if kind in ("record", "error"):
+        if not schema["fields"]:
+            raise UnsupportedSchema(
+                f"{where} is a record without fields ({schema.get('name')}), which the Avro "
+                "decoders cannot read (nor Parquet store): give it a field, or leave it out"
+            )
         return pa.struct(
             [
                 pa.field(f["name"], arrow_type(f["type"], f"{path}.{f['name']}".lstrip(".")))

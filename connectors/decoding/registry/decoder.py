@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from connectors.columns import concat, one_array, take
 from connectors.decoding.base import RESERVED as BASE_RESERVED
-from connectors.decoding.base import conform
+from connectors.decoding.base import conform, storable_fields
 from connectors.decoding.naming import Naming
 from connectors.decoding.registry.avro_schema import UnsupportedSchema
 from connectors.decoding.registry.formats import Format, format_for
@@ -130,7 +130,7 @@ class ColumnDecoder:
         for part, local, part_payloads in parts:
             part_rows = group_rows[local]
             try:
-                self._evolve(fmt.arrow_type(part), ref)
+                self._evolve(storable_fields(fmt.arrow_type(part)), ref)
             except Conflict as exc:
                 self._reject(split, rows, part_rows, "SchemaConflict", f"{self._what()}: {exc}")
                 continue
