@@ -174,6 +174,7 @@ def test_a_date_field_takes_iso_dates_and_dead_letters_what_is_not_one(
     [
         ("amount: money\n", "WAXLAKE_SCHEMA: field 'amount' has unknown type 'money'"),
         ("- not a mapping\n", "must map field names to types"),
+        ("meta: {}\n", "WAXLAKE_SCHEMA: field 'meta' is an object without fields"),
     ],
 )
 def test_bad_schema_file_stops_the_job(

@@ -76,8 +76,13 @@ def _type_from_name(field: str, value: Any) -> pa.DataType:
         return _TYPE_NAMES[value.lower()]()
     if isinstance(value, list) and len(value) == 1:
         return pa.list_(_type_from_name(field, value[0]))
-    if isinstance(value, dict):
+    if isinstance(value, dict) and value:
         return pa.struct([pa.field(str(k), _type_from_name(str(k), v)) for k, v in value.items()])
+    if isinstance(value, dict):
+        raise ConfigError(
+            f"WAXLAKE_SCHEMA: field {field!r} is an object without fields, which Parquet cannot "
+            "store; give it its fields, or leave it out"
+        )
     raise ConfigError(
         f"WAXLAKE_SCHEMA: field {field!r} has unknown type {value!r}; use one of "
         f"{', '.join(sorted(_TYPE_NAMES))}, [type] for a list or {{name: type}} for an object"
