@@ -9,6 +9,7 @@ import decimal
 import io
 import json
 import random
+import re
 from typing import Any
 
 import fastavro
@@ -17,7 +18,7 @@ import pytest
 
 from connectors.decoding.registry.avro import AvroBatchDecoder, decode
 from connectors.decoding.registry.avro_direct import decode_direct, direct_schema
-from connectors.decoding.registry.avro_schema import arrow_type, expanded
+from connectors.decoding.registry.avro_schema import UnsupportedSchema, arrow_type, expanded
 from connectors.decoding.registry.decoder import bisect
 from connectors.decoding.registry.schemas import RegisteredSchema
 
@@ -216,3 +217,19 @@ def test_a_truncated_payload_is_found_by_bisection_on_the_container_path(cut):
 
     assert list(bad) == [17] and "undecodable Avro payload" in bad[17]
     assert sum(stop - start for start, stop, _ in decoded) == 29
+
+
+@pytest.mark.parametrize(
+    ("decimal_type", "message"),
+    [
+        ({"precision": 40, "scale": 2}, "is decimal(40, 2), wider than a Delta decimal"),
+        ({}, "is a decimal with precision None and scale 0, which is not valid Avro"),
+        ({"precision": 5, "scale": 7}, "is a decimal with precision 5 and scale 7"),
+    ],
+)
+def test_decimals_a_delta_table_cannot_hold_are_unsupported(decimal_type, message):
+    field = {"name": "d", "type": {"type": "bytes", "logicalType": "decimal", **decimal_type}}
+    schema = {"type": "record", "name": "R", "fields": [field]}
+    registered = RegisteredSchema("id 1", 1, "AVRO", json.dumps(schema), {})
+    with pytest.raises(UnsupportedSchema, match=re.escape(message)):
+        AvroBatchDecoder(registered)

@@ -296,3 +296,36 @@ def test_named_types_used_again_by_name_land_and_a_recursive_one_is_a_dead_lette
     assert {r["error_class"] for r in letters} == {"UnsupportedSchema"}
     assert "field next holds a Node inside a Node" in letters[0]["error_message"]
     assert not (root / nodes / "_delta_log").exists()  # no row, so no columns to make it with
+
+
+WIDE_DECIMAL = {
+    "type": "record",
+    "name": "Ledger",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {
+            "name": "total",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 40, "scale": 2},
+        },
+    ],
+}
+
+
+def test_a_decimal_wider_than_delta_holds_is_a_dead_letter_that_says_so(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    """Delta decimals hold 38 digits: a decimal(40, 2) must not stop the job (it did, on every
+    restart, with pyarrow's ValueError)."""
+    topic = topic_factory(1)
+    values = [{"id": 1, "total": decimal.Decimal("1.25")}]
+    produce_values(kafka_bootstrap, topic, avro(schema_registry, topic, WIDE_DECIMAL, values))
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    letters = dead_letters(root, topic)
+    assert [r["error_class"] for r in letters] == ["UnsupportedSchema"]
+    assert (
+        "field total is decimal(40, 2), wider than a Delta decimal" in letters[0]["error_message"]
+    )

@@ -119,7 +119,7 @@ def arrow_type(schema: Any, path: str = "") -> pa.DataType:
             ]
         )
     if logical == "decimal":
-        return pa.decimal128(int(schema["precision"]), int(schema.get("scale", 0)))
+        return _decimal(schema, where)
     if logical == "uuid":
         return pa.string()
     if logical in ("timestamp-millis", "timestamp-micros"):
@@ -141,6 +141,21 @@ def arrow_type(schema: Any, path: str = "") -> pa.DataType:
     if kind in _PRIMITIVES:
         return _PRIMITIVES[kind]
     raise UnsupportedSchema(f"{where} has unknown Avro type {kind!r}")
+
+
+def _decimal(schema: dict[str, Any], where: str) -> pa.DataType:
+    precision, scale = schema.get("precision"), schema.get("scale", 0)
+    if not (isinstance(precision, int) and isinstance(scale, int) and 0 <= scale <= precision):
+        raise UnsupportedSchema(
+            f"{where} is a decimal with precision {precision!r} and scale {scale!r}, which is not "
+            "valid Avro (a precision, and a scale from 0 to the precision)"
+        )
+    if precision > 38:
+        raise UnsupportedSchema(
+            f"{where} is decimal({precision}, {scale}), wider than a Delta decimal can be "
+            "(precision up to 38)"
+        )
+    return pa.decimal128(precision, scale)
 
 
 def expanded(schema: Any) -> Any:

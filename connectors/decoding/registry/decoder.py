@@ -155,7 +155,14 @@ class ColumnDecoder:
             else self._source.by_guid(str(group.ref))
         )
         if key not in self._formats:
-            self._formats[key] = format_for(schema)
+            try:
+                self._formats[key] = format_for(schema)
+            except UnsupportedSchema:
+                raise
+            except Exception as exc:  # a schema the mapping trips on must not stop the job
+                raise UnsupportedSchema(
+                    f"schema {schema.ref} cannot be mapped to columns: {type(exc).__name__}: {exc}"
+                ) from exc
         return self._formats[key], schema.schema_id
 
     def _evolve(self, decoded: pa.StructType, ref: str) -> None:
