@@ -130,6 +130,28 @@ def test_empty_objects_land_without_a_column_until_they_hold_fields(
     assert not (root / "_dead_letters" / topic / "_delta_log").exists()
 
 
+@pytest.mark.parametrize("depth", [32, 3000])
+def test_values_nested_deeper_than_the_limit_are_dead_letters(
+    depth, kafka_bootstrap, topic_factory, tmp_path
+):
+    """A value nested deeper than 32 levels is an InvalidJson dead letter that says so (3000
+    levels stopped the job on every restart with a RecursionError, 64 with delta-rs refusing
+    the schema); its neighbours land."""
+    topic = topic_factory(1)
+    deep = b'{"n": 1, "d": ' + b"[" * depth + b"]" * depth + b"}"
+    deepest = b'{"n": 2, "d": ' + b"[" * 31 + b"1" + b"]" * 31 + b"}"  # 32 levels: lands
+    values = [b'{"n": 0}', deep, deepest]
+    produce(kafka_bootstrap, [(topic, 0, None, v, ()) for v in values])
+    root = tmp_path / "lake"
+
+    run_json(job_env(kafka_bootstrap, [topic], root), root / "_recovery")
+
+    assert read_table(root / topic).sort("offset")["n"].to_list() == [0, 2]
+    dead = read_table(root / "_dead_letters" / topic)
+    assert dead.select("offset", "error_class").rows() == [(1, "InvalidJson")]
+    assert "nested deeper than 32 levels" in dead["error_message"][0]
+
+
 def test_given_schema_types_the_columns(kafka_bootstrap, topic_factory, tmp_path):
     topic = topic_factory(1)
     schema = tmp_path / "schema.yaml"

@@ -332,6 +332,63 @@ def test_bad_framing_and_unknown_schemas_are_dead_letters(
     assert "schema id 2147483632" in dead[3][1]
 
 
+def nested_records(depth: int) -> dict[str, Any]:
+    """An Avro record nesting `depth` records (itself the first)."""
+    schema: dict[str, Any] = {"type": "record", "name": f"L{depth}", "fields": []}
+    schema["fields"].append({"name": "v", "type": "int"})
+    for level in range(depth - 1, 0, -1):
+        schema = {
+            "type": "record",
+            "name": f"L{level}",
+            "fields": [{"name": "v", "type": "int"}, {"name": "inner", "type": schema}],
+        }
+    return schema
+
+
+def nested_value(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"v": depth}
+    for level in range(depth - 1, 0, -1):
+        value = {"v": level, "inner": value}
+    return value
+
+
+def test_payloads_naming_no_message_and_schemas_too_deep_are_dead_letters(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    """Both stopped the job on every restart (an IndexError; delta-rs refusing the schema)."""
+    pings, deep = topic_factory(1), topic_factory(1)
+    cls = order_class()
+    framed = protobuf(schema_registry, pings, [cls(id=1), cls(id=2)])
+    assert framed[1][5:7] == b"\x02\x02"  # message indexes [1]: Order, after Line
+    framed[1] = framed[1][:5] + b"\x02\x0a" + framed[1][7:]  # indexes [5]: no such message
+    produce_values(kafka_bootstrap, pings, framed)
+    records = [nested_value(32), nested_value(33)]
+    values = [
+        avro(schema_registry, deep, nested_records(32), records[:1])[0],
+        avro(schema_registry, deep, nested_records(33), records[1:])[0],
+    ]
+    client(schema_registry).set_config(
+        subject_name=f"{deep}-value",
+        config=ServerConfig(compatibility=ConfigCompatibilityLevel.NONE),
+    )
+    produce_values(kafka_bootstrap, deep, values)
+    root = tmp_path / "lake"
+
+    result = run_job(
+        registry_env(kafka_bootstrap, [pings, deep], root, schema_registry), None, flow=FLOW
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["id"] for r in table_rows(root, pings)] == [1]
+    letters = dead_letters(root, pings)
+    assert [(r["offset"], r["error_class"]) for r in letters] == [(1, "InvalidPayload")]
+    assert "message indexes [5] name no message of" in letters[0]["error_message"]
+    assert [r["v"] for r in table_rows(root, deep)] == [1]
+    letters = dead_letters(root, deep)
+    assert [(r["offset"], r["error_class"]) for r in letters] == [(1, "UnsupportedSchema")]
+    assert "nests deeper than 32 levels" in letters[0]["error_message"]
+
+
 def test_keys_in_the_registry_format_become_key_columns(
     kafka_bootstrap, schema_registry, topic_factory, tmp_path
 ):

@@ -88,3 +88,19 @@ def storable(t: pa.DataType) -> pa.DataType | None:
 def storable_fields(t: pa.StructType) -> pa.StructType:
     """A value's fields as columns: those `storable` keeps (maybe none)."""
     return storable(t) or pa.struct([])
+
+
+MAX_DEPTH = 32
+"""Levels of structs, lists and maps a value may nest (its own record or object is the first):
+far beyond real data, and within what Arrow passes to delta-rs (its C data interface refuses a
+schema nested about 64 levels deep, and a map takes two). Deeper values are dead letters."""
+
+
+def nesting_depth(t: pa.DataType) -> int:
+    """Levels of `t` above its scalars (a struct of scalars: 1), counted without recursion."""
+    depth, level = 0, [t]
+    while level:
+        nested = [c for c in level if c.num_fields]
+        depth += bool(nested)
+        level = [child.field(i).type for child in nested for i in range(child.num_fields)]
+    return depth

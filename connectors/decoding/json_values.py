@@ -20,11 +20,13 @@ import pyarrow.json as pj
 from connectors.columns import one_array, same_type
 from connectors.config import ConfigError, Settings
 from connectors.decoding.base import (
+    MAX_DEPTH,
     METADATA_COLUMNS,
     TOMBSTONE_COLUMN,
     VALUE_NAMING,
     DecoderFactory,
     by_field,
+    nesting_depth,
 )
 from connectors.decoding.json_shapes import has_map, readable, restore, with_entries
 from connectors.decoding.json_types import normalise, record_errors, with_majority_types
@@ -36,6 +38,8 @@ from connectors.decoding.schemas import (
     load_schema,
 )
 from connectors.delta.dead_letters import Split, reject_oversized
+
+TOO_DEEP = f"the value is nested deeper than {MAX_DEPTH} levels"
 
 
 class JsonDecoder:
@@ -136,6 +140,8 @@ class JsonDecoder:
     def _parse(self, values: pa.ChunkedArray) -> pa.StructArray:
         """Parse values that must all fit the known fields; new fields widen `self.fields`."""
         column = read_json_objects(values, pa.struct(list(self.fields)), unexpected="infer")
+        if nesting_depth(column.type) > MAX_DEPTH:
+            raise pa.ArrowInvalid(TOO_DEEP)
         column = normalise(column)
         for child in column.type:
             if child.name not in self.fields.names:
@@ -176,6 +182,8 @@ def _parse_each(values: pa.ChunkedArray) -> list[object]:
             parsed.append(json.loads(value, strict=False))
         except ValueError as exc:  # without its traceback, whose frames would hold `parsed`
             parsed.append(exc.with_traceback(None))
+        except RecursionError:
+            parsed.append(ValueError(TOO_DEEP))
     return parsed
 
 

@@ -7,15 +7,15 @@ undecodable payload, a schema that conflicts with the table).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.columns import concat, one_array, take
+from connectors.decoding.base import MAX_DEPTH, conform, nesting_depth, storable_fields
 from connectors.decoding.base import RESERVED as BASE_RESERVED
-from connectors.decoding.base import conform, storable_fields
 from connectors.decoding.naming import Naming
 from connectors.decoding.registry.avro_schema import UnsupportedSchema
 from connectors.decoding.registry.formats import Format, format_for
@@ -130,9 +130,15 @@ class ColumnDecoder:
         for part, local, part_payloads in parts:
             part_rows = group_rows[local]
             try:
-                self._evolve(storable_fields(fmt.arrow_type(part)), ref)
+                self._evolve(self._columns(fmt, part), ref)
             except Conflict as exc:
                 self._reject(split, rows, part_rows, "SchemaConflict", f"{self._what()}: {exc}")
+                continue
+            except UnsupportedSchema as exc:
+                self._reject(split, rows, part_rows, "UnsupportedSchema", f"{self._what()}: {exc}")
+                continue
+            except ValueError as exc:  # the payloads name no message of their schema
+                self._reject(split, rows, part_rows, "InvalidPayload", f"{self._what()}: {exc}")
                 continue
             good, bad = bisect(
                 len(part_payloads),
@@ -164,6 +170,16 @@ class ColumnDecoder:
                     f"schema {schema.ref} cannot be mapped to columns: {type(exc).__name__}: {exc}"
                 ) from exc
         return self._formats[key], schema.schema_id
+
+    @staticmethod
+    def _columns(fmt: Format, part: Hashable) -> pa.StructType:
+        """The fields a part's values add to the table: what Parquet stores, not too deep."""
+        fields = storable_fields(fmt.arrow_type(part))
+        if nesting_depth(fields) > MAX_DEPTH:
+            raise UnsupportedSchema(
+                f"the schema nests deeper than {MAX_DEPTH} levels, more than a table can hold"
+            )
+        return fields
 
     def _evolve(self, decoded: pa.StructType, ref: str) -> None:
         """Widen the fields by `decoded` (new fields, nested or not), or raise Conflict."""

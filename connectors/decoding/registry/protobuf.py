@@ -86,9 +86,14 @@ def message_at(file: FileDescriptor, indexes: tuple[int, ...]) -> Descriptor:
     """The message the indexes name: top-level message, then nested ones."""
     if not indexes:
         indexes = (0,)
-    message = file.message_types_by_name[list(file.message_types_by_name)[indexes[0]]]
-    for index in indexes[1:]:
-        message = message.nested_types[index]
+    try:
+        message = file.message_types_by_name[list(file.message_types_by_name)[indexes[0]]]
+        for index in indexes[1:]:
+            message = message.nested_types[index]
+    except IndexError:
+        raise ValueError(
+            f"message indexes {list(indexes)} name no message of {file.name}"
+        ) from None
     return message
 
 
