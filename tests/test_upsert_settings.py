@@ -240,3 +240,17 @@ def test_registry_key_fields_named_like_the_bucket_column_keep_their_own_column(
     assert table.num_rows == 3
     buckets = key_buckets(table.select(["key"]), 16).to_pylist()
     assert table[BUCKET].to_pylist() == buckets
+
+
+def test_a_key_field_that_is_not_a_scalar_stops_with_one_line(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """A MERGE cannot compare struct keys: every commit failed with delta-rs' 'Unable to
+    convert expression to string', restart after restart."""
+    topic = topic_factory(1)
+    produce_json(kafka_bootstrap, topic, [(b"k", {"id": {"a": i}, "v": i}) for i in range(3)])
+    env = job_env(kafka_bootstrap, [topic], tmp_path / "lake", key_fields="id")
+
+    line = error_line(run_job(env, None, flow=FLOW))
+
+    assert "WAXLAKE_KEY_FIELDS: field id is struct<a: int64>, which cannot key a row" in line

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.columns import any_null, one_array
-from connectors.config import Settings
+from connectors.config import ConfigError, Settings
 from connectors.decoding import debezium
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, VALUE_NAMING, Decoder
 from connectors.decoding.kafka_keys import fill_from_kafka_key
@@ -88,6 +88,12 @@ class ChangeDecoder:
         for column in self.key_columns:
             if column not in rows.column_names:
                 rows = rows.append_column(column, pa.nulls(rows.num_rows))
+            elif pa.types.is_nested(kind := rows.schema.field(column).type):
+                raise ConfigError(
+                    f"WAXLAKE_KEY_FIELDS: field {column} is {kind}, which cannot key a row (a "
+                    "MERGE compares scalars): name fields of strings, numbers, booleans, dates, "
+                    "timestamps or bytes"
+                )
         fields = ", ".join(self.key_columns)
         if self._by_fields:
             deleted = one_array(rows[DELETED])
