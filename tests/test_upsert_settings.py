@@ -4,6 +4,7 @@ and value fields named like the columns the state table adds."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,19 @@ ITEM = {
 }
 
 
+def items_updated_across_a_restart(
+    env: dict[str, str], send: Callable[[list[dict[str, Any]]], None], table: Path
+) -> pa.Table:
+    """Items 0-2 sent, a run, item 1 updated, a run again: the state table then."""
+    send([{"id": i, "v": f"a{i}", "key_bucket": i} for i in range(3)])
+    first = run_job(env, None, flow=FLOW)
+    assert first.returncode == 0, first.stderr[-3000:]
+    send([{"id": 1, "v": "b1", "key_bucket": 7}])
+    second = run_job(env, None, flow=FLOW)
+    assert second.returncode == 0, second.stderr[-3000:]
+    return DeltaTable(str(table)).to_pyarrow_table()
+
+
 @pytest.mark.parametrize("key_fields", ["", "id"], ids=["kafka-key", "key-fields"])
 def test_a_registry_state_table_runs_again(
     key_fields, kafka_bootstrap, schema_registry, topic_factory, tmp_path: Path
@@ -169,15 +183,7 @@ def test_a_registry_state_table_runs_again(
         keys = [str(r["id"]).encode() for r in records]
         produce(kafka_bootstrap, [(topic, 0, k, v, ()) for k, v in zip(keys, values, strict=True)])
 
-    send([{"id": i, "v": f"a{i}", "key_bucket": i} for i in range(3)])
-    first = run_job(env, None, flow=FLOW)
-    assert first.returncode == 0, first.stderr[-3000:]
-    send([{"id": 1, "v": "b1", "key_bucket": 7}])
-
-    second = run_job(env, None, flow=FLOW)
-
-    assert second.returncode == 0, second.stderr[-3000:]
-    rows = DeltaTable(str(root / topic)).to_pyarrow_table().to_pylist()
+    rows = items_updated_across_a_restart(env, send, root / topic).to_pylist()
     got = {r["id"]: (r["v"], r["value_key_bucket"]) for r in rows}
     assert got == {0: ("a0", 0), 1: ("b1", 7), 2: ("a2", 2)}
     assert len(rows) == 3
@@ -227,14 +233,7 @@ def test_registry_key_fields_named_like_the_bucket_column_keep_their_own_column(
         keys = avro(schema_registry, topic, KEY_RECORD, key_docs, field=MessageField.KEY)
         produce(kafka_bootstrap, [(topic, 0, k, v, ()) for k, v in zip(keys, values, strict=True)])
 
-    send([{"id": i, "v": f"a{i}", "key_bucket": i} for i in range(3)])
-    first = run_job(env, None, flow=FLOW)
-    assert first.returncode == 0, first.stderr[-3000:]
-    send([{"id": 1, "v": "b1", "key_bucket": 7}])
-    second = run_job(env, None, flow=FLOW)
-
-    assert second.returncode == 0, second.stderr[-3000:]
-    table = DeltaTable(str(root / topic)).to_pyarrow_table()
+    table = items_updated_across_a_restart(env, send, root / topic)
     got = {r["key_id"]: (r["v"], r["key_value_bucket"]) for r in table.to_pylist()}
     assert got == {0: ("a0", 100), 1: ("b1", 101), 2: ("a2", 102)}
     assert table.num_rows == 3
