@@ -76,6 +76,33 @@ def test_events_that_are_not_debezium_are_dead_letters(kafka_bootstrap, topic_fa
     assert "op is not one of c, r, u, d" in dead[1][1]
 
 
+def test_truncates_are_dead_letters_and_messages_are_passed_over(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """Debezium's PostgreSQL connector also emits `t` (a table truncated) and `m` (a logical
+    decoding message): the first must reach the user, not be called 'not Debezium'; the second
+    changes no row, and its offset counts as handled."""
+    topic = topic_factory(1)
+    truncate = {"op": "t", "ts_ms": 1, "source": {"connector": "postgresql", "lsn": 3}}
+    message = {"op": "m", "ts_ms": 2, "message": {"prefix": "p", "content": "aGk="}}
+    values = [
+        debezium_event("c", None, {"id": 1, "name": "one"}, 1, wrap=False),
+        json.dumps(message).encode(),
+        json.dumps(truncate).encode(),
+        debezium_event("c", None, {"id": 2, "name": "two"}, 4, wrap=False),
+    ]
+    produce(kafka_bootstrap, [(topic, 0, None, v, ()) for v in values])
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root, cdc_format="debezium", key_fields="id")
+
+    run_twice(env, root, topic)
+
+    assert {k: r["name"] for k, r in state(root, topic, key="id").items()} == {1: "one", 2: "two"}
+    dead = reasons(root, topic)
+    assert list(dead) == [2] and dead[2][0] == "NotApplied"
+    assert "a truncate (op t) is not applied to the state table" in dead[2][1]
+
+
 def test_a_batch_of_events_without_op_is_all_dead_letters(kafka_bootstrap, topic_factory, tmp_path):
     topic = topic_factory(1)
     produce(

@@ -2,7 +2,8 @@
 
 `op` `c` (create), `r` (snapshot read) and `u` (update) upsert the row in `after`; `d` deletes
 the row in `before`. Debezium's tombstone (a null value after a delete, for log compaction) is
-ignored: the delete already happened. The source block gives `cdc_source_ts` (source.ts_ms) and,
+ignored: the delete already happened; so is a logical decoding message (`m`), which changes no
+row. A truncate (`t`) is a `NotApplied` dead letter: emptying the table is left to the user. The source block gives `cdc_source_ts` (source.ts_ms) and,
 where the connector has them, `cdc_lsn` (PostgreSQL `lsn`, SQL Server `change_lsn`), `cdc_scn`
 (Oracle) and `cdc_position` (MySQL binlog `file:pos`).
 """
@@ -23,6 +24,10 @@ Reject = Callable[[pa.Table, pa.Array, str, str], pa.Table]
 """Dead-letters the rows of a table where a mask holds; returns the others."""
 OPS = {"c": False, "r": False, "u": False, "d": True}
 CDC_COLUMNS = ("cdc_source_ts", "cdc_lsn", "cdc_scn", "cdc_position")
+TRUNCATE = (
+    "a truncate (op t) is not applied to the state table (it names no rows; the rows before "
+    "it stay): delete them yourself, or rebuild the table from the topic"
+)
 
 
 def unwrap(raw: pa.Table) -> pa.Table:
@@ -52,6 +57,11 @@ def changes(rows: pa.Table, reject: Reject, naming: Naming) -> pa.Table:
         rows = reject(rows, everything, "NotDebezium", "no op field: not a Debezium change event")
         empty = {n: rows[n] for n in METADATA_COLUMNS}
         return pa.table({**empty, "__deleted": pa.array([], pa.bool_())})
+    rows = rows.filter(pc.invert(pc.fill_null(pc.equal(op, "m"), False)))  # changes no row
+    op = one_array(rows["op"])
+    truncates = pc.fill_null(pc.equal(op, "t"), False)
+    rows = reject(rows, truncates, "NotApplied", TRUNCATE)
+    op = one_array(rows["op"])
     unknown = pc.invert(pc.fill_null(pc.is_in(op, pa.array(list(OPS))), False))
     rows = reject(rows, unknown, "NotDebezium", "op is not one of c, r, u, d")
     op = one_array(rows["op"])
