@@ -147,3 +147,24 @@ def test_missing_table_and_dead_broker(kafka_bootstrap, topic_factory, tmp_path)
 
     assert status("--timeout", "soon", cwd=tmp_path).returncode == 2
     assert status("--json", cwd=tmp_path).returncode == 2  # no root anywhere
+
+
+def test_status_of_a_current_state_table(kafka_bootstrap, topic_factory, tmp_path):
+    """A state table is partitioned by key bucket, not Kafka partition: its markers must still
+    show (they showed as '-', lag the whole partition). Partition 1's only change is a delete,
+    so it has a marker and no row."""
+    topic = topic_factory(2)
+    items = [(topic, 0, b"k%d" % i, b'{"n": %d}' % i, ()) for i in range(5)]
+    items += [(topic, 1, b"gone", b'{"n": 9}', ()), (topic, 1, b"gone", None, ())]
+    produce(kafka_bootstrap, items)
+    root = tmp_path / "lake"
+    job = run_job(job_env(kafka_bootstrap, [topic], root), None, flow="flows.upsert_to_delta:flow")
+    assert job.returncode == 0, job.stderr[-3000:]
+
+    common = ["--root", str(root), "--bootstrap-servers", kafka_bootstrap, "--topics", topic]
+    result = status(*common, "--json", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["tables"][0]["rows"] == 5
+    assert partitions(doc) == [(0, 4, 5, 0), (1, 1, 2, 0)]

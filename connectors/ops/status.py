@@ -81,7 +81,7 @@ def _last_commit(table: DeltaTable) -> str | None:
 def _table_status(settings: Settings, topic: str, table: DeltaTable) -> TableStatus:
     storage = settings.storage_options
     dead = offsets.open_table(dead_letter_uri(settings.table_root, topic), storage)
-    present = {int(p["partition"]) for p in table.partitions() if p.get("partition") is not None}
+    present = _kafka_partitions(table)
     markers = offsets.table_markers(table, topic, present)
     gaps = [
         GapStatus(
@@ -107,8 +107,20 @@ def _table_status(settings: Settings, topic: str, table: DeltaTable) -> TableSta
     )
 
 
-def _add_broker_offsets(settings: Settings, tables: list[TableStatus], timeout: float) -> None:
-    """Fill in end offsets and lag; on a broker failure leave them unknown and warn once."""
+def _kafka_partitions(table: DeltaTable) -> set[int]:
+    """The Kafka partitions the table holds rows of: its Delta partitions for an append table,
+    its `partition` column for a current-state table (partitioned by key bucket)."""
+    if "partition" in table.metadata().partition_columns:
+        return {int(p["partition"]) for p in table.partitions() if p.get("partition") is not None}
+    column = table.to_pyarrow_dataset().to_table(columns=["partition"])["partition"]
+    return {int(p) for p in pc.unique(column).to_pylist() if p is not None}
+
+
+def _add_broker_offsets(
+    settings: Settings, tables: list[TableStatus], opened: dict[str, DeltaTable], timeout: float
+) -> None:
+    """Fill in end offsets and lag (and the markers of partitions without rows); on a broker
+    failure leave them unknown and warn once."""
     consumer = make_consumer(settings, what="status", log_level=0)
     try:
         metadata = consumer.list_topics(timeout=timeout)  # all topics: never auto-creates one
@@ -121,8 +133,10 @@ def _add_broker_offsets(settings: Settings, tables: list[TableStatus], timeout: 
                 )
                 continue
             known = {p.partition: p for p in status.partitions}
-            for partition in sorted(set(meta.partitions) - set(known)):
-                status.partitions.append(PartitionStatus(partition, None))
+            rowless = sorted(set(meta.partitions) - set(known))
+            markers = offsets.table_markers(opened[status.topic], status.topic, rowless)
+            for partition in rowless:
+                status.partitions.append(PartitionStatus(partition, markers.get(partition)))
             status.partitions.sort(key=lambda p: p.partition)
             for part in status.partitions:
                 tp = TopicPartition(status.topic, part.partition)
@@ -203,19 +217,21 @@ def run(args: argparse.Namespace) -> int:
         return 1 if local else 2
 
     tables: list[TableStatus] = []
+    opened: dict[str, DeltaTable] = {}
     missing = []
     for topic in topics:
         table = offsets.open_table(settings.table_uri(topic), settings.storage_options)
         if table is None:
             missing.append(topic)
         else:
+            opened[topic] = table
             tables.append(_table_status(settings, topic, table))
     if tables:
         logging.getLogger("connectors.kafka.client").setLevel(
             logging.CRITICAL
         )  # one warning is enough
         try:
-            _add_broker_offsets(settings, tables, args.timeout)
+            _add_broker_offsets(settings, tables, opened, args.timeout)
         except ConfigError as exc:
             print(f"waxlake: error: {exc}", file=sys.stderr)
             return 2
