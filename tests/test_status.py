@@ -154,6 +154,7 @@ def test_status_of_a_current_state_table(kafka_bootstrap, topic_factory, tmp_pat
     show (they showed as '-', lag the whole partition). Partition 1's only change is a delete,
     so it has a marker and no row."""
     topic = topic_factory(2)
+    items: list[tuple[str, int, bytes, bytes | None, tuple[()]]]
     items = [(topic, 0, b"k%d" % i, b'{"n": %d}' % i, ()) for i in range(5)]
     items += [(topic, 1, b"gone", b'{"n": 9}', ()), (topic, 1, b"gone", None, ())]
     produce(kafka_bootstrap, items)
