@@ -216,15 +216,24 @@ KEY_RECORD = {  # a registry-framed key whose fields would be named like the tab
 }
 
 
+@pytest.mark.parametrize("key_fields", ["", "key_id"], ids=["kafka-key", "decoded-key-field"])
 def test_registry_key_fields_named_like_the_bucket_column_keep_their_own_column(
-    kafka_bootstrap, schema_registry, topic_factory, tmp_path: Path
+    key_fields, kafka_bootstrap, schema_registry, topic_factory, tmp_path: Path
 ):
+    """Keyed by the Kafka key, or by a field of the decoded registry key (`key_<field>`)."""
     from confluent_kafka.serialization import MessageField
 
     topic = topic_factory(1)
     root = tmp_path / "lake"
+    extra = {"key_fields": key_fields} if key_fields else {}
     env = registry_env(
-        kafka_bootstrap, [topic], root, schema_registry, value_format="registry", registry_keys=1
+        kafka_bootstrap,
+        [topic],
+        root,
+        schema_registry,
+        value_format="registry",
+        registry_keys=1,
+        **extra,
     )
 
     def send(records: list[dict[str, Any]]) -> None:
@@ -237,7 +246,7 @@ def test_registry_key_fields_named_like_the_bucket_column_keep_their_own_column(
     got = {r["key_id"]: (r["v"], r["key_value_bucket"]) for r in table.to_pylist()}
     assert got == {0: ("a0", 100), 1: ("b1", 101), 2: ("a2", 102)}
     assert table.num_rows == 3
-    buckets = key_buckets(table.select(["key"]), 16).to_pylist()
+    buckets = key_buckets(table.select([key_fields or "key"]), 16).to_pylist()
     assert table[BUCKET].to_pylist() == buckets
 
 
