@@ -173,6 +173,7 @@ def test_a_tombstone_deletes_by_the_key_fields_in_its_json_kafka_key(
         (b"plain-key", None),
         (json.dumps({"other": 3}).encode(), None),
         (None, None),
+        (json.dumps({"id": {"x": 3}}).encode(), None),  # not an id: must not spoil the others
     ]
     produce(
         kafka_bootstrap,
@@ -188,5 +189,6 @@ def test_a_tombstone_deletes_by_the_key_fields_in_its_json_kafka_key(
         5: "MissingKey",
         6: "MissingKey",
         7: "MissingKey",
+        8: "MissingKey",
     }
     assert all("tombstone" in message and "JSON object" in message for _, message in dead.values())
