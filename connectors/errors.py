@@ -112,8 +112,8 @@ _AT_EXIT: list[BaseException] = []
 def fail_at_exit(exc: BaseException) -> None:
     """For an error where raising is not safe: Bytewax closes partitions while it unwinds from
     another error, and a second error there aborts the process (no last line, exit -6). The job
-    ends as if it had raised `exc`: its traceback now, its line last and exit 1 when the
-    interpreter exits, unless another error's line ends the job first."""
+    ends as if it had raised `exc`: its traceback now, its line last and its exit code when
+    the interpreter exits, unless another error's line ends the job first."""
     traceback.print_exception(exc, file=sys.stderr)
     if not _AT_EXIT:
         atexit.register(lambda: _end(_AT_EXIT[0]))

@@ -90,7 +90,7 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         self._shared = shared
         shared.join()
         self._in_flight: Future[None] | None = None
-        self._failed = False  # a commit failed: the job is stopping, commit nothing more
+        self._failed = False  # something raised: the job is stopping, commit nothing more
 
     def write_batch(self, values: list[KafkaBatch]) -> None:
         with self._stops_the_job():
