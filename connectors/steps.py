@@ -97,10 +97,10 @@ def route(
             raise StepError(f"route on {batch.describe()}: the rows have no column {column!r}")
         values = batch.rows[column] if batch.rows.num_rows else pa.array([], pa.string())
         picked = {
-            name: pc.is_in(values, value_set=pa.array([v for v, t in tables.items() if t == name]))
+            name: _is_in(values, [v for v, t in tables.items() if t == name])
             for name in tables.values()
         }
-        known = pc.is_in(values, value_set=pa.array(list(tables))) if batch.rows.num_rows else None
+        known = _is_in(values, list(tables)) if batch.rows.num_rows else None
         dead = batch.dead
         if default is not None and known is not None:
             picked[default] = pc.or_(picked.get(default, pc.invert(known)), pc.invert(known))
@@ -120,3 +120,12 @@ def route(
         return out
 
     return split
+
+
+def _is_in(values: pa.ChunkedArray | pa.Array, keys: list[Hashable]) -> pa.ChunkedArray | pa.Array:
+    """Where `values` is one of `keys`. A key of another type than the column matches nothing
+    (a number column and string keys): those rows are the default's or Unrouted, not a crash."""
+    try:
+        return pc.is_in(values, value_set=pa.array(keys))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.repeat(pa.scalar(False), len(values))

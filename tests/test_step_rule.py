@@ -8,6 +8,8 @@ import pyarrow as pa
 import pytest
 
 from connectors.batch import KafkaBatch, StepRuleError, check_rule
+from connectors.kafka.records import HEADER_TYPE
+from connectors.steps import route
 
 GAPPY = [10, 11, 13, 14, 15, 18, 19]  # offsets 12, 16 and 17 were never records
 
@@ -63,3 +65,39 @@ def test_invented_or_duplicated_rows_break_the_rule(read, offsets, message):
 def test_rows_of_another_partition_break_the_rule():
     with pytest.raises(StepRuleError, match="rows of another topic or partition"):
         check_rule(batch(list(range(10)), [1, 2], partition=1), "s")
+
+
+def typed_batch(kinds: pa.Array) -> KafkaBatch:
+    """A batch as the JSON decoder makes it: raw records, and rows with a `type` column."""
+    raw = pa.table(
+        {
+            "topic": ["t"] * len(kinds),
+            "partition": pa.array([0] * len(kinds), pa.int32()),
+            "offset": pa.array(range(len(kinds)), pa.int64()),
+            "timestamp": pa.array([None] * len(kinds), pa.timestamp("ms", tz="UTC")),
+            "key": pa.array([None] * len(kinds), pa.binary()),
+            "value": pa.array([b"{}"] * len(kinds), pa.binary()),
+            "headers": pa.array([[]] * len(kinds), pa.list_(HEADER_TYPE)),
+        }
+    )
+    rows = raw.select(["topic", "partition", "offset"]).append_column("type", kinds)
+    return KafkaBatch("t", 0, 0, len(kinds) - 1, rows, raw)
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [pa.array([1, 2, None]), pa.array([{"x": 1}, None, {"x": 2}])],
+    ids=["numbers", "objects"],
+)
+def test_routing_by_a_column_of_another_type_routes_nothing_and_loses_nothing(kinds):
+    """A `type` column that is not a string (the topic's first events decided it) names no
+    table: with a default every row goes there, without one they are Unrouted dead letters; it
+    stopped the job before, on every restart (Arrow: type doesn't match the values set)."""
+    split = route("type", {"click": "clicks"}, default="others")
+    clicks, others = split(typed_batch(kinds))
+    assert (clicks.rows.num_rows, others.rows.num_rows) == (0, 3)
+
+    (clicks,) = route("type", {"click": "clicks"})(typed_batch(kinds))
+    assert clicks.rows.num_rows == 0
+    assert clicks.dead is not None and clicks.dead["offset"].to_pylist() == [0, 1, 2]
+    assert set(clicks.dead["error_class"].to_pylist()) == {"Unrouted"}
