@@ -10,6 +10,7 @@ A step that raises stops the job with one line naming the step and the batch; wi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable, Mapping
 from typing import Literal
 
@@ -23,6 +24,7 @@ from connectors.delta.dead_letters import dead_letters
 from connectors.errors import WaxlakeError
 
 OnError = Literal["fail", "dead_letter"]
+log = logging.getLogger(__name__)
 
 
 class StepError(WaxlakeError):
@@ -92,10 +94,10 @@ def route(
     every input batch, rows or not, so each table's markers cover every offset handled."""
     names = list(dict.fromkeys([*tables.values(), *([default] if default else [])]))
 
+    warned: list[bool] = []
+
     def split(batch: KafkaBatch) -> list[KafkaBatch]:
-        if batch.rows.num_rows and column not in batch.rows.column_names:
-            raise StepError(f"route on {batch.describe()}: the rows have no column {column!r}")
-        values = batch.rows[column] if batch.rows.num_rows else pa.array([], pa.string())
+        values = _column_or_nulls(batch, column, warned)
         picked = {
             name: _is_in(values, [v for v, t in tables.items() if t == name])
             for name in tables.values()
@@ -129,3 +131,21 @@ def _is_in(values: pa.ChunkedArray | pa.Array, keys: list[Hashable]) -> pa.Chunk
         return pc.is_in(values, value_set=pa.array(keys))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return pa.repeat(pa.scalar(False), len(values))
+
+
+def _column_or_nulls(
+    batch: KafkaBatch, column: str, warned: list[bool]
+) -> pa.ChunkedArray | pa.Array:
+    """The routing column; nulls where the rows have none yet (the JSON decoder adds a column
+    once some record has the field), with one warning in case the name is misspelt."""
+    if column in batch.rows.column_names:
+        return batch.rows[column]
+    if batch.rows.num_rows and not warned:
+        warned.append(True)
+        log.warning(
+            "route: the rows of %s have no column %r (no record had that field yet, or the name "
+            "is misspelt): they name no table",
+            batch.describe(),
+            column,
+        )
+    return pa.nulls(batch.rows.num_rows, pa.string())

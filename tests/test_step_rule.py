@@ -101,3 +101,14 @@ def test_routing_by_a_column_of_another_type_routes_nothing_and_loses_nothing(ki
     assert clicks.rows.num_rows == 0
     assert clicks.dead is not None and clicks.dead["offset"].to_pylist() == [0, 1, 2]
     assert set(clicks.dead["error_class"].to_pylist()) == {"Unrouted"}
+
+
+def test_routing_rows_that_have_no_such_column_yet_routes_them_as_nulls():
+    """The JSON decoder adds a column once some record has the field: a first poll of events
+    without `type` has none. Those rows name no table (it stopped the job, every restart)."""
+    rows = typed_batch(pa.array(["click", None, None]))
+    without = rows.with_rows(rows.rows.drop_columns(["type"]))
+    clicks, others = route("type", {"click": "clicks"}, default="others")(without)
+    assert (clicks.rows.num_rows, others.rows.num_rows) == (0, 3)
+    (clicks,) = route("type", {"click": "clicks"})(without)
+    assert clicks.dead is not None and clicks.dead["offset"].to_pylist() == [0, 1, 2]
