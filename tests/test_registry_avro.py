@@ -329,3 +329,38 @@ def test_a_decimal_wider_than_delta_holds_is_a_dead_letter_that_says_so(
     assert (
         "field total is decimal(40, 2), wider than a Delta decimal" in letters[0]["error_message"]
     )
+
+
+LOCAL_TIMES = {  # naive timestamps at the top, in a record and in a map
+    "type": "record",
+    "name": "Shift",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {
+            "name": "checkins",
+            "type": {
+                "type": "map",
+                "values": {"type": "long", "logicalType": "local-timestamp-millis"},
+            },
+        },
+    ],
+}
+
+
+def test_naive_timestamps_in_a_map_land(kafka_bootstrap, schema_registry, topic_factory, tmp_path):
+    """delta-rs turns on the timestampNtz table feature for a naive timestamp column, not for
+    one inside a map, and then refuses the commit: every restart failed."""
+    topic = topic_factory(1)
+    at = dt.datetime(2026, 3, 1, 8, 30)
+    records = [{"id": 1, "checkins": {"door": at}}, {"id": 2, "checkins": {}}]
+    produce_values(kafka_bootstrap, topic, avro(schema_registry, topic, LOCAL_TIMES, records))
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert dead_letters(root, topic) == []
+    assert [(r["id"], r["checkins"]) for r in table_rows(root, topic)] == [
+        (1, [("door", at)]),
+        (2, []),
+    ]

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 from deltalake import DeltaTable
+from deltalake.table import TableFeatures  # type: ignore[attr-defined]
 
 from connectors.delta.maintenance import MaintenancePolicy, TableMaintenance
 from connectors.delta.markers import open_table
@@ -45,7 +46,7 @@ class TableHandle:
         with the policy's table properties, and return it."""
         DeltaTable.create(
             self.uri,
-            schema,
+            _creatable(schema),
             mode="ignore",
             partition_by=partition_by,
             storage_options=self.storage,
@@ -54,9 +55,46 @@ class TableHandle:
         self.reopen()
         table = self.current()
         assert table is not None
-        return table
+        return self.admit(table, schema)
+
+    def admit(self, table: DeltaTable, schema: pa.Schema) -> DeltaTable:
+        """`table`, able to take rows of `schema`. delta-rs turns the timestampNtz feature on
+        itself for a naive timestamp column or struct field, not for one inside a map, and then
+        refuses the commit (every retry and restart alike)."""
+        features = table.protocol().writer_features or []
+        if "timestampNtz" in features or not _has_naive_timestamp(schema):
+            return table
+        table.alter.add_feature(
+            TableFeatures.TimestampWithoutTimezone, allow_protocol_versions_increase=True
+        )
+        self.reopen()
+        current = self.current()
+        assert current is not None
+        return current
 
     def committed(self, table: DeltaTable) -> None:
         """A commit was made through this handle: count it, run the maintenance that is due."""
         self._commits += 1
         self._maintenance.after_commit(table)
+
+
+def _has_naive_timestamp(schema: pa.Schema | pa.DataType, in_map: bool = False) -> bool:
+    """Whether a timestamp without time zone is anywhere in `schema` (`in_map`: inside a map),
+    walked without recursion."""
+    types = (
+        [(f.type, False) for f in schema] if isinstance(schema, pa.Schema) else [(schema, False)]
+    )
+    while types:
+        t, mapped = types.pop()
+        if pa.types.is_timestamp(t) and t.tz is None and (mapped or not in_map):
+            return True
+        mapped = mapped or pa.types.is_map(t)
+        types += [(t.field(i).type, mapped) for i in range(t.num_fields)]
+    return False
+
+
+def _creatable(schema: pa.Schema) -> pa.Schema:
+    """`schema` without the columns delta-rs cannot create a table with (a naive timestamp
+    inside a map: it refuses the feature it needs); the first commit adds them back, once
+    `admit` has turned the feature on."""
+    return pa.schema([f for f in schema if not _has_naive_timestamp(f.type, in_map=True)])

@@ -102,6 +102,7 @@ class DeltaTableWriter:
                 table = self._create(batch.schema)
             if not batch.num_columns:  # only markers to move (every record went elsewhere)
                 batch = pa.schema(table.schema().to_arrow()).empty_table()
+            table = self._handle.admit(table, batch.schema)
             self._check_topic_id(table)
             if marks is None:
                 return self._append(table, batch, None, attempt)
