@@ -169,3 +169,32 @@ def test_status_of_a_current_state_table(kafka_bootstrap, topic_factory, tmp_pat
     doc = json.loads(result.stdout)
     assert doc["tables"][0]["rows"] == 5
     assert partitions(doc) == [(0, 4, 5, 0), (1, 1, 2, 0)]
+
+
+def test_status_of_routed_tables_names_their_topic(kafka_bootstrap, topic_factory, tmp_path):
+    """`flows.events_by_type` lands one topic in tables named for event types; their markers
+    are the topic's (they showed as '-', and 'topic clicks not found on the broker')."""
+    topic = topic_factory(1)
+    kinds = ["click", "view", "click", "buy"]
+    produce(
+        kafka_bootstrap,
+        [(topic, 0, None, b'{"type": "%s"}' % k.encode(), ()) for k in kinds],
+    )
+    root = tmp_path / "lake"
+    job = run_job(job_env(kafka_bootstrap, [topic], root), None, flow="flows.events_by_type:flow")
+    assert job.returncode == 0, job.stderr[-3000:]
+    env = status_env(WAXLAKE_TABLE_ROOT=str(root), KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+
+    result = status("--json", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "not found on the broker" not in result.stderr
+    doc = json.loads(result.stdout)
+    got = {t["table"]: (t["topic"], t["rows"], partitions({"tables": [t]})) for t in doc["tables"]}
+    assert got == {
+        "clicks": (topic, 2, [(0, 3, 4, 0)]),
+        "other_events": (topic, 1, [(0, 3, 4, 0)]),
+        "views": (topic, 1, [(0, 3, 4, 0)]),
+    }
+    human = status(cwd=tmp_path, env=env)
+    assert f"clicks (topic {topic})  version" in human.stdout

@@ -25,6 +25,7 @@ from connectors.delta import markers as offsets
 from connectors.delta.dead_letters import dead_letter_uri
 from connectors.delta.gaps import read_gaps
 from connectors.kafka.client import make_consumer
+from connectors.kafka.topic_ids import PROPERTY_PREFIX
 from connectors.ops.command import command_settings
 
 
@@ -50,7 +51,8 @@ class GapStatus:
 
 @dataclass
 class TableStatus:
-    topic: str
+    table: str
+    topic: str  # the Kafka topic it holds (a routed table is named otherwise)
     uri: str
     version: int
     rows: int | None
@@ -78,8 +80,23 @@ def _last_commit(table: DeltaTable) -> str | None:
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _table_status(settings: Settings, topic: str, table: DeltaTable) -> TableStatus:
+def _topic_of(table: DeltaTable, name: str) -> str:
+    """The Kafka topic a table holds (a routed table's name is not its topic's): the one its
+    topic ID is stamped for, else the one its first row names, else its name."""
+    stamped = [
+        key.removeprefix(PROPERTY_PREFIX)
+        for key in table.metadata().configuration
+        if key.startswith(PROPERTY_PREFIX)
+    ]
+    if len(stamped) == 1:
+        return stamped[0]
+    first = table.to_pyarrow_dataset().head(1, columns=["topic"])["topic"].to_pylist()
+    return str(first[0]) if first and first[0] else name
+
+
+def _table_status(settings: Settings, name: str, table: DeltaTable) -> TableStatus:
     storage = settings.storage_options
+    topic = _topic_of(table, name)
     dead = offsets.open_table(dead_letter_uri(settings.table_root, topic), storage)
     present = _kafka_partitions(table)
     markers = offsets.table_markers(table, topic, present)
@@ -95,8 +112,9 @@ def _table_status(settings: Settings, topic: str, table: DeltaTable) -> TableSta
         for row in read_gaps(settings.table_root, topic, storage).to_pylist()
     ]
     return TableStatus(
+        table=name,
         topic=topic,
-        uri=settings.table_uri(topic),
+        uri=settings.table_uri(name),
         version=table.version(),
         rows=_rows(table),
         last_commit=_last_commit(table),
@@ -134,7 +152,7 @@ def _add_broker_offsets(
                 continue
             known = {p.partition: p for p in status.partitions}
             rowless = sorted(set(meta.partitions) - set(known))
-            markers = offsets.table_markers(opened[status.topic], status.topic, rowless)
+            markers = offsets.table_markers(opened[status.table], status.topic, rowless)
             for partition in rowless:
                 status.partitions.append(PartitionStatus(partition, markers.get(partition)))
             status.partitions.sort(key=lambda p: p.partition)
@@ -175,9 +193,8 @@ def _show(n: int | None) -> str:
 def _print_human(root: str, tables: list[TableStatus]) -> None:
     print(f"root {root}")
     for t in tables:
-        print(
-            f"\n{t.topic}  version {t.version}  rows {_show(t.rows)}  dead letters {t.dead_letters}"
-        )
+        name = t.table if t.table == t.topic else f"{t.table} (topic {t.topic})"
+        print(f"\n{name}  version {t.version}  rows {_show(t.rows)}  dead letters {t.dead_letters}")
         print(f"  last commit {t.last_commit or '?'}  {t.uri}")
         rows = [("partition", "committed", "end", "lag")]
         for p in t.partitions:
