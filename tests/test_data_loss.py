@@ -306,3 +306,26 @@ def test_move_marker_refuses_to_go_back_over_rows_and_records_a_skip(
     [gap] = read_table(root / "_data_loss" / topic).to_dicts()
     assert (gap["first_offset"], gap["last_offset"]) == (800, 899)
     assert gap["reason"].endswith("waxlake move-marker: bad batch")
+
+
+def test_move_marker_moves_a_routed_table_and_records_the_skip_once(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """A routed topic lands in tables named otherwise (`flows.events_by_type`): `--table` says
+    which one moves; skipping the same offsets in each of them is one gap of the topic."""
+    topic = topic_factory(1)
+    kinds = [b"click", b"view", b"buy"]
+    produce(kafka_bootstrap, [(topic, 0, None, b'{"type": "%s"}' % k, ()) for k in kinds])
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root)
+    assert run_job(env, None, flow="flows.events_by_type:flow").returncode == 0
+
+    wrong = move_marker(env, root, "other-topic", "--table", "clicks", "--next-offset", "9")
+    assert wrong.returncode == 2 and f"holds records of topic {topic}" in wrong.stderr
+    for table in ("clicks", "views", "other_events"):
+        moved = move_marker(env, root, topic, "--table", table, "--next-offset", "10")
+        assert moved.returncode == 0, moved.stderr
+        marker = DeltaTable(str(root / table)).transaction_version(app_id(topic, 0))
+        assert marker == 9
+    [gap] = read_table(root / "_data_loss" / topic).to_dicts()
+    assert (gap["first_offset"], gap["last_offset"]) == (3, 9)

@@ -30,6 +30,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="set where one partition resumes (never back over rows the table holds)",
     )
     move.add_argument("--topic", required=True)
+    move.add_argument(
+        "--table", help="the table whose marker moves, for a routed topic (default: --topic)"
+    )
     move.add_argument("--partition", type=int, required=True)
     move.add_argument("--next-offset", type=int, required=True, help="the next offset to land")
     move.add_argument("--reason", default="", help="recorded with a skipped range")
@@ -55,12 +58,15 @@ def _highest_row(settings: Settings, uri: str, partition: int) -> int | None:
 def run(args: argparse.Namespace) -> int:
     settings = command_settings(table_root=args.root, bootstrap_servers=args.bootstrap_servers)
     topic, partition, target = args.topic, args.partition, args.next_offset
-    uri = settings.table_uri(topic)
+    uri = settings.table_uri(args.table or topic)
     if target < 0:
         raise CommandError("--next-offset must be 0 or more")
     table = offsets.open_table(uri, settings.storage_options)
     if table is None:
         raise CommandError(f"no Delta table for topic {topic} at {uri}")
+    held = table.to_pyarrow_dataset().head(1, columns=["topic"])["topic"].to_pylist()
+    if held and held[0] not in (None, topic):
+        raise CommandError(f"{uri} holds records of topic {held[0]}, not {topic}", code=2)
     for where in (uri, dead_letter_uri(settings.table_root, topic)):
         highest = _highest_row(settings, where, partition)
         if highest is not None and highest >= target:
