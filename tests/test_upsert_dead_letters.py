@@ -56,22 +56,30 @@ def test_a_value_without_its_key_field_is_a_dead_letter(kafka_bootstrap, topic_f
     assert dead[1][0] == "MissingKey" and "id (WAXLAKE_KEY_FIELDS)" in dead[1][1]
 
 
-def test_events_that_are_not_debezium_are_dead_letters(kafka_bootstrap, topic_factory, tmp_path):
-    topic = topic_factory(1)
+def between_two_creates(
+    bootstrap: str, topic: str, root: Path, middle: list[dict[str, Any]]
+) -> dict[int, tuple[str, str]]:
+    """Create rows 1 and 2 around the `middle` events (offsets 1..), run twice: both rows are
+    there; the dead letters' reasons by offset."""
     values = [
         debezium_event("c", None, {"id": 1, "name": "one"}, 1, wrap=False),
-        json.dumps({"op": "x", "after": {"id": 9}}).encode(),
-        json.dumps({"hello": 1}).encode(),
-        debezium_event("c", None, {"id": 2, "name": "two"}, 2, wrap=False),
+        *[json.dumps(event).encode() for event in middle],
+        debezium_event("c", None, {"id": 2, "name": "two"}, 9, wrap=False),
     ]
-    produce(kafka_bootstrap, [(topic, 0, None, v, ()) for v in values])
-    root = tmp_path / "lake"
-    env = job_env(kafka_bootstrap, [topic], root, cdc_format="debezium", key_fields="id")
-
-    run_twice(env, root, topic)
-
+    produce(bootstrap, [(topic, 0, None, v, ()) for v in values])
+    run_twice(
+        job_env(bootstrap, [topic], root, cdc_format="debezium", key_fields="id"), root, topic
+    )
     assert {k: r["name"] for k, r in state(root, topic, key="id").items()} == {1: "one", 2: "two"}
-    dead = reasons(root, topic)
+    return reasons(root, topic)
+
+
+def test_events_that_are_not_debezium_are_dead_letters(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    middle: list[dict[str, Any]] = [{"op": "x", "after": {"id": 9}}, {"hello": 1}]
+
+    dead = between_two_creates(kafka_bootstrap, topic, tmp_path / "lake", middle)
+
     assert {o: c for o, (c, _) in dead.items()} == {1: "NotDebezium", 2: "NotDebezium"}
     assert "op is not one of c, r, u, d" in dead[1][1]
 
@@ -83,22 +91,11 @@ def test_truncates_are_dead_letters_and_messages_are_passed_over(
     decoding message): the first must reach the user, not be called 'not Debezium'; the second
     changes no row, and its offset counts as handled."""
     topic = topic_factory(1)
-    truncate = {"op": "t", "ts_ms": 1, "source": {"connector": "postgresql", "lsn": 3}}
     message = {"op": "m", "ts_ms": 2, "message": {"prefix": "p", "content": "aGk="}}
-    values = [
-        debezium_event("c", None, {"id": 1, "name": "one"}, 1, wrap=False),
-        json.dumps(message).encode(),
-        json.dumps(truncate).encode(),
-        debezium_event("c", None, {"id": 2, "name": "two"}, 4, wrap=False),
-    ]
-    produce(kafka_bootstrap, [(topic, 0, None, v, ()) for v in values])
-    root = tmp_path / "lake"
-    env = job_env(kafka_bootstrap, [topic], root, cdc_format="debezium", key_fields="id")
+    truncate = {"op": "t", "ts_ms": 1, "source": {"connector": "postgresql", "lsn": 3}}
 
-    run_twice(env, root, topic)
+    dead = between_two_creates(kafka_bootstrap, topic, tmp_path / "lake", [message, truncate])
 
-    assert {k: r["name"] for k, r in state(root, topic, key="id").items()} == {1: "one", 2: "two"}
-    dead = reasons(root, topic)
     assert list(dead) == [2] and dead[2][0] == "NotApplied"
     assert "a truncate (op t) is not applied to the state table" in dead[2][1]
 
