@@ -198,3 +198,6 @@ def test_status_of_routed_tables_names_their_topic(kafka_bootstrap, topic_factor
     }
     human = status(cwd=tmp_path, env=env)
     assert f"clicks (topic {topic})  version" in human.stdout
+    by_topic = status("--json", "--topics", topic, cwd=tmp_path, env=env)  # no table named so
+    assert by_topic.returncode == 0, by_topic.stderr
+    assert json.loads(by_topic.stdout) == doc

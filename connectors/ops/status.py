@@ -174,6 +174,22 @@ def _add_broker_offsets(
         consumer.close()
 
 
+def _tables_of(settings: Settings, name: str, local: bool) -> dict[str, DeltaTable]:
+    """The table `name`, or, under a local root without one, the tables holding topic `name`
+    (a routed topic's tables are named otherwise)."""
+    table = offsets.open_table(settings.table_uri(name), settings.storage_options)
+    if table is not None:
+        return {name: table}
+    if not local:
+        return {}
+    found = {}
+    for other in _discover(settings.table_root):
+        table = offsets.open_table(settings.table_uri(other), settings.storage_options)
+        if table is not None and _topic_of(table, other) == name:
+            found[other] = table
+    return found
+
+
 def _discover(root: str) -> list[str]:
     """Topics of a local root: its subdirectories that are Delta tables (not `_...` ones)."""
     path = Path(root.removeprefix("file://"))
@@ -237,12 +253,12 @@ def run(args: argparse.Namespace) -> int:
     opened: dict[str, DeltaTable] = {}
     missing = []
     for topic in topics:
-        table = offsets.open_table(settings.table_uri(topic), settings.storage_options)
-        if table is None:
+        found = _tables_of(settings, topic, local)
+        if not found:
             missing.append(topic)
-        else:
-            opened[topic] = table
-            tables.append(_table_status(settings, topic, table))
+        for name, table in found.items():
+            opened[name] = table
+            tables.append(_table_status(settings, name, table))
     if tables:
         logging.getLogger("connectors.kafka.client").setLevel(
             logging.CRITICAL
