@@ -49,6 +49,20 @@ def stored_topic_id(table: DeltaTable, topic: str) -> str | None:
     return table.metadata().configuration.get(PROPERTY_PREFIX + topic)
 
 
+def table_topic(table: DeltaTable, name: str) -> str:
+    """The Kafka topic a table holds (a routed table's name is not its topic's): the one its
+    topic ID is stamped for, else the one its first row names, else `name`."""
+    stamped = [
+        key.removeprefix(PROPERTY_PREFIX)
+        for key in table.metadata().configuration
+        if key.startswith(PROPERTY_PREFIX)
+    ]
+    if len(stamped) == 1:
+        return stamped[0]
+    first = table.to_pyarrow_dataset().head(1, columns=["topic"])["topic"].to_pylist()
+    return str(first[0]) if first and first[0] else name
+
+
 def recreated_message(topic: str, uri: str, stored: str, current: str) -> str:
     return (
         f"topic {topic} was deleted and recreated: the table {uri} was filled from topic ID "

@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     table = offsets.open_table(uri, settings.storage_options)
     if table is None:
         raise CommandError(f"no Delta table for topic {topic} at {uri}")
-    held = table.to_pyarrow_dataset().head(1, columns=["topic"])["topic"].to_pylist()
-    if held and held[0] not in (None, topic):
-        raise CommandError(f"{uri} holds records of topic {held[0]}, not {topic}", code=2)
+    held = topic_ids.table_topic(table, topic)
+    if held != topic:
+        raise CommandError(f"{uri} holds records of topic {held}, not {topic}", code=2)
     for where in (uri, dead_letter_uri(settings.table_root, topic)):
         highest = _highest_row(settings, where, partition)
         if highest is not None and highest >= target:

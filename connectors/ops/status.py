@@ -25,7 +25,7 @@ from connectors.delta import markers as offsets
 from connectors.delta.dead_letters import dead_letter_uri
 from connectors.delta.gaps import read_gaps
 from connectors.kafka.client import make_consumer
-from connectors.kafka.topic_ids import PROPERTY_PREFIX
+from connectors.kafka.topic_ids import table_topic
 from connectors.ops.command import command_settings
 
 
@@ -80,23 +80,8 @@ def _last_commit(table: DeltaTable) -> str | None:
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _topic_of(table: DeltaTable, name: str) -> str:
-    """The Kafka topic a table holds (a routed table's name is not its topic's): the one its
-    topic ID is stamped for, else the one its first row names, else its name."""
-    stamped = [
-        key.removeprefix(PROPERTY_PREFIX)
-        for key in table.metadata().configuration
-        if key.startswith(PROPERTY_PREFIX)
-    ]
-    if len(stamped) == 1:
-        return stamped[0]
-    first = table.to_pyarrow_dataset().head(1, columns=["topic"])["topic"].to_pylist()
-    return str(first[0]) if first and first[0] else name
-
-
-def _table_status(settings: Settings, name: str, table: DeltaTable) -> TableStatus:
+def _table_status(settings: Settings, name: str, table: DeltaTable, topic: str) -> TableStatus:
     storage = settings.storage_options
-    topic = _topic_of(table, name)
     dead = offsets.open_table(dead_letter_uri(settings.table_root, topic), storage)
     present = _kafka_partitions(table)
     markers = offsets.table_markers(table, topic, present)
@@ -174,19 +159,19 @@ def _add_broker_offsets(
         consumer.close()
 
 
-def _tables_of(settings: Settings, name: str, local: bool) -> dict[str, DeltaTable]:
+def _tables_of(settings: Settings, name: str, local: bool) -> dict[str, tuple[DeltaTable, str]]:
     """The table `name`, or, under a local root without one, the tables holding topic `name`
-    (a routed topic's tables are named otherwise)."""
+    (a routed topic's tables are named otherwise); each with the topic it holds."""
     table = offsets.open_table(settings.table_uri(name), settings.storage_options)
     if table is not None:
-        return {name: table}
+        return {name: (table, table_topic(table, name))}
     if not local:
         return {}
     found = {}
     for other in _discover(settings.table_root):
         table = offsets.open_table(settings.table_uri(other), settings.storage_options)
-        if table is not None and _topic_of(table, other) == name:
-            found[other] = table
+        if table is not None and (topic := table_topic(table, other)) == name:
+            found[other] = (table, topic)
     return found
 
 
@@ -256,9 +241,9 @@ def run(args: argparse.Namespace) -> int:
         found = _tables_of(settings, topic, local)
         if not found:
             missing.append(topic)
-        for name, table in found.items():
+        for name, (table, held) in found.items():
             opened[name] = table
-            tables.append(_table_status(settings, name, table))
+            tables.append(_table_status(settings, name, table, held))
     if tables:
         logging.getLogger("connectors.kafka.client").setLevel(
             logging.CRITICAL
