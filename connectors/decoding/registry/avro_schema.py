@@ -4,6 +4,7 @@ types expanded, and mapped to the Arrow types a Delta table holds (README, "Type
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -56,8 +57,7 @@ def _fullname(schema: dict[str, Any], namespace: str | None) -> str:
 
 def _inline(schema: Any, namespace: str | None, by_name: dict[str, Any], defined: set[str]) -> Any:
     if isinstance(schema, str):
-        full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
-        for candidate in (full, schema):
+        for candidate in _candidates(schema, namespace):
             if candidate in by_name and candidate not in defined:
                 return _inline(by_name[candidate], None, by_name, defined)
         return schema
@@ -65,20 +65,38 @@ def _inline(schema: Any, namespace: str | None, by_name: dict[str, Any], defined
         return [_inline(branch, namespace, by_name, defined) for branch in schema]
     if not isinstance(schema, dict):
         return schema
-    out = dict(schema)
+    full, namespace = _scope(schema, namespace)
+    if full is not None:
+        defined.add(full)
+    return _with_children(schema, lambda child, _: _inline(child, namespace, by_name, defined))
+
+
+def _candidates(name: str, namespace: str | None) -> tuple[str, str]:
+    """The full names a reference may mean, in Avro's order: a full name as it is, a short one
+    in the enclosing namespace, then in none."""
+    return (name if "." in name or not namespace else f"{namespace}.{name}", name)
+
+
+def _scope(schema: dict[str, Any], namespace: str | None) -> tuple[str | None, str | None]:
+    """A named type's full name (None for other types), and the namespace its children's names
+    resolve in."""
     if schema.get("type") in ("record", "error", "enum", "fixed") and "name" in schema:
         full = _fullname(schema, namespace)
-        defined.add(full)
-        namespace = full.rpartition(".")[0] or None
+        return full, full.rpartition(".")[0] or None
+    return None, namespace
+
+
+def _with_children(schema: dict[str, Any], walk: Callable[[Any, str], Any]) -> dict[str, Any]:
+    """A copy of `schema` whose nested schemas are `walk(child, step)`: the step is the field's
+    name, "[]" into an array's items, "{}" into a map's values, "" into a nested type."""
+    out = dict(schema)
     if "fields" in schema:
-        out["fields"] = [
-            {**f, "type": _inline(f["type"], namespace, by_name, defined)} for f in schema["fields"]
-        ]
-    for key in ("items", "values"):
+        out["fields"] = [{**f, "type": walk(f["type"], f["name"])} for f in schema["fields"]]
+    for key, step in (("items", "[]"), ("values", "{}")):
         if key in schema:
-            out[key] = _inline(schema[key], namespace, by_name, defined)
+            out[key] = walk(schema[key], step)
     if isinstance(schema.get("type"), dict | list):
-        out["type"] = _inline(schema["type"], namespace, by_name, defined)
+        out["type"] = walk(schema["type"], "")
     return out
 
 
@@ -169,8 +187,7 @@ def expanded(schema: Any) -> Any:
         if isinstance(schema, str):
             if schema in _PRIMITIVES or schema == "null":
                 return schema
-            full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
-            name = next((n for n in (full, schema) if n in names), None)
+            name = next((n for n in _candidates(schema, namespace) if n in names), None)
             if name is None:
                 raise UnsupportedSchema(f"{_what(path)} refers to unknown type {schema!r}")
             if name in inside:
@@ -186,25 +203,17 @@ def expanded(schema: Any) -> Any:
             return [walk(branch, namespace, inside, path) for branch in schema]
         if not isinstance(schema, dict):
             return schema
-        out = dict(schema)
-        kind = schema.get("type")
-        if kind in ("record", "error", "enum", "fixed") and "name" in schema:
-            full = _fullname(schema, namespace)
+        full, scope = _scope(schema, namespace)
+        if full is not None:
             names.setdefault(full, (schema, namespace))
-            namespace = full.rpartition(".")[0] or None
-            if kind in ("record", "error"):
+            if schema.get("type") in ("record", "error"):
                 inside = inside | {full}
-        if "fields" in schema:
-            out["fields"] = [
-                {**f, "type": walk(f["type"], namespace, inside, f"{path}.{f['name']}".lstrip("."))}
-                for f in schema["fields"]
-            ]
-        for key, mark in (("items", "[]"), ("values", "{}")):
-            if key in schema:
-                out[key] = walk(schema[key], namespace, inside, f"{path}{mark}")
-        if isinstance(kind, dict | list):
-            out["type"] = walk(kind, namespace, inside, path)
-        return out
+
+        def child(nested: Any, step: str) -> Any:
+            deeper = path + step if step in ("", "[]", "{}") else f"{path}.{step}".lstrip(".")
+            return walk(nested, scope, inside, deeper)
+
+        return _with_children(schema, child)
 
     return walk(schema, None, frozenset(), "")
 
