@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 from confluent_kafka import KafkaError, Message, Producer
 
+from connectors.kafka.records import SCHEMA
 from connectors.local_broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -382,3 +384,21 @@ def kill_at_random(
         time.sleep(rng.uniform(0.0, 1.5))
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+def raw_records(values: list[bytes], first: int = 0) -> pa.Table:
+    """Records of partition 0 of topic `t` from offset `first`, as the source hands them on: no
+    key, no timestamp, no headers."""
+    n = len(values)
+    return pa.table(
+        {
+            "topic": pa.array(["t"] * n),
+            "partition": pa.array([0] * n, pa.int32()),
+            "offset": pa.array(range(first, first + n), pa.int64()),
+            "timestamp": pa.array([None] * n, SCHEMA.field("timestamp").type),
+            "key": pa.array([None] * n, pa.binary()),
+            "value": pa.array(values, pa.binary()),
+            "headers": pa.array([[]] * n, SCHEMA.field("headers").type),
+        },
+        schema=SCHEMA,
+    )

@@ -17,7 +17,7 @@ import pytest
 
 from connectors.decoding.json_values import JsonDecoder
 from connectors.decoding.registry.decoder import bisect
-from connectors.kafka.records import SCHEMA
+from tests.jobs import raw_records
 
 
 @pytest.fixture
@@ -30,29 +30,13 @@ def no_collector() -> Iterator[None]:
         gc.enable()
 
 
-def records(values: list[bytes]) -> pa.Table:
-    n = len(values)
-    return pa.table(
-        {
-            "topic": pa.array(["t"] * n),
-            "partition": pa.array([0] * n, pa.int32()),
-            "offset": pa.array(range(n), pa.int64()),
-            "timestamp": pa.array([None] * n, SCHEMA.field("timestamp").type),
-            "key": pa.array([None] * n, pa.binary()),
-            "value": pa.array(values, pa.binary()),
-            "headers": pa.array([[]] * n, SCHEMA.field("headers").type),
-        },
-        schema=SCHEMA,
-    )
-
-
 def test_json_batches_with_bad_records_free_their_arrays(no_collector):
     decoder = JsonDecoder(max_record_bytes=1 << 20)
     good = [json.dumps({"id": i, "text": "x" * 500}).encode() for i in range(2_000)]
     values = [*good[:1_000], b"{not json", b'{"id": "a string"}', *good[1_000:]]
-    decoder.split(records(values))  # the fields are known from now on
+    decoder.split(raw_records(values))  # the fields are known from now on
     before = pa.total_allocated_bytes()
-    split = decoder.split(records(values))  # bad records: the batch is bisected
+    split = decoder.split(raw_records(values))  # bad records: the batch is bisected
     assert split.rows.num_rows == 2_000 and split.dead_table().num_rows == 2
     del split
     assert pa.total_allocated_bytes() - before < 100_000

@@ -8,14 +8,13 @@ import json
 import tempfile
 from typing import Any
 
-import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.decoding.case_clashes import CaseCheck
 from connectors.decoding.json_values import JsonDecoder
 from connectors.delta.table_writer import DeltaTableWriter
-from connectors.kafka.records import SCHEMA
+from tests.jobs import raw_records
 
 NAMES = st.sampled_from(["a", "A", "b", "offset", "value", "key_x", "value_a", "", "x y", "é"])
 SCALARS = (
@@ -32,22 +31,6 @@ VALUES = st.recursive(
 POLLS = st.lists(st.lists(st.dictionaries(NAMES, VALUES, max_size=4), min_size=1, max_size=6))
 
 
-def records(values: list[bytes], first: int) -> pa.Table:
-    n = len(values)
-    return pa.table(
-        {
-            "topic": ["t"] * n,
-            "partition": pa.array([0] * n, pa.int32()),
-            "offset": pa.array(range(first, first + n), pa.int64()),
-            "timestamp": pa.array([None] * n, pa.timestamp("ms", tz="UTC")),
-            "key": pa.array([None] * n, pa.binary()),
-            "value": pa.array(values, pa.binary()),
-            "headers": pa.array([[]] * n, SCHEMA.field("headers").type),
-        },
-        schema=SCHEMA,
-    )
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(polls=POLLS)
 def test_every_json_object_lands_or_is_a_dead_letter(polls: list[list[dict[str, Any]]]):
@@ -55,7 +38,7 @@ def test_every_json_object_lands_or_is_a_dead_letter(polls: list[list[dict[str, 
     with tempfile.TemporaryDirectory() as root:
         writer = DeltaTableWriter(root, "t", schema=None)
         for poll in polls:
-            raw = records([json.dumps(doc).encode() for doc in poll], first)
+            raw = raw_records([json.dumps(doc).encode() for doc in poll], first)
             split = decoder.split(raw)
             case_check.reject(split, raw)
             if split.rows.num_rows:

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from connectors.batch import KafkaBatch, StepRuleError, check_rule
-from connectors.kafka.records import HEADER_TYPE
 from connectors.steps import route
+from tests.jobs import raw_records
 
 GAPPY = [10, 11, 13, 14, 15, 18, 19]  # offsets 12, 16 and 17 were never records
 
@@ -69,17 +69,7 @@ def test_rows_of_another_partition_break_the_rule():
 
 def typed_batch(kinds: pa.Array) -> KafkaBatch:
     """A batch as the JSON decoder makes it: raw records, and rows with a `type` column."""
-    raw = pa.table(
-        {
-            "topic": ["t"] * len(kinds),
-            "partition": pa.array([0] * len(kinds), pa.int32()),
-            "offset": pa.array(range(len(kinds)), pa.int64()),
-            "timestamp": pa.array([None] * len(kinds), pa.timestamp("ms", tz="UTC")),
-            "key": pa.array([None] * len(kinds), pa.binary()),
-            "value": pa.array([b"{}"] * len(kinds), pa.binary()),
-            "headers": pa.array([[]] * len(kinds), pa.list_(HEADER_TYPE)),
-        }
-    )
+    raw = raw_records([b"{}"] * len(kinds))
     rows = raw.select(["topic", "partition", "offset"]).append_column("type", kinds)
     return KafkaBatch("t", 0, 0, len(kinds) - 1, rows, raw)
 
