@@ -3,9 +3,10 @@
 `op` `c` (create), `r` (snapshot read) and `u` (update) upsert the row in `after`; `d` deletes
 the row in `before`. Debezium's tombstone (a null value after a delete, for log compaction) is
 ignored: the delete already happened; so is a logical decoding message (`m`), which changes no
-row. A truncate (`t`) is a `NotApplied` dead letter: emptying the table is left to the user. The source block gives `cdc_source_ts` (source.ts_ms) and,
-where the connector has them, `cdc_lsn` (PostgreSQL `lsn`, SQL Server `change_lsn`), `cdc_scn`
-(Oracle) and `cdc_position` (MySQL binlog `file:pos`).
+row. A truncate (`t`) is a `NotApplied` dead letter: emptying the table is left to the user.
+The source block gives `cdc_source_ts` (source.ts_ms) and, where the connector has them,
+`cdc_lsn` (PostgreSQL `lsn`, SQL Server `change_lsn`), `cdc_scn` (Oracle) and `cdc_position`
+(MySQL binlog `file:pos`).
 """
 
 from __future__ import annotations
