@@ -131,6 +131,12 @@ class GapLog:
             return sum(last - first + 1 for first, last in parts)
         raise AssertionError("unreachable")
 
+    def unrecorded(self, gap: Gap) -> list[tuple[int, int]]:
+        """The parts of `gap` no recorded gap covers (all of it when none is recorded)."""
+        table = offsets.open_table(self.uri, self._storage or {})
+        recorded = [] if table is None else recorded_ranges(table, gap.partition)
+        return subtract(gap.first, gap.last, recorded)
+
     def origins(
         self, partitions: Sequence[int], resolve: Callable[[list[int]], Mapping[int, int]]
     ) -> dict[int, int]:

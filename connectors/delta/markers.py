@@ -94,8 +94,14 @@ def moved_app_id(topic: str, partition: int) -> str:
     return f"{app_id(topic, partition)}:moved"
 
 
+def moved_group_app_id(topic: str, partition: int) -> str:
+    """The marker `waxlake move-marker` also moved the consumer group's offset to (at-least-once
+    and at-most-once resume from the group, not from the table's markers)."""
+    return f"{app_id(topic, partition)}:moved-group"
+
+
 def marker_commit(
-    topic: str, marks: Mapping[int, Mark], *, moved: bool = False
+    topic: str, marks: Mapping[int, Mark], *, moved: bool = False, group_moved: bool = False
 ) -> CommitProperties:
     """`txn` actions that move the markers of `marks` (and their fingerprints) in one commit.
 
@@ -108,6 +114,10 @@ def marker_commit(
         if moved:
             transactions.append(
                 Transaction(app_id=moved_app_id(topic, partition), version=mark.last_offset)
+            )
+        if group_moved:
+            transactions.append(
+                Transaction(app_id=moved_group_app_id(topic, partition), version=mark.last_offset)
             )
         if mark.probe_offset >= 0 or moved:
             transactions.append(
@@ -133,6 +143,30 @@ def table_fingerprint(table: DeltaTable, topic: str, partition: int) -> tuple[in
 def was_moved(table: DeltaTable, topic: str, partition: int, marker: int) -> bool:
     """The table's `marker` is still the one `waxlake move-marker` set (no commit since)."""
     return table.transaction_version(moved_app_id(topic, partition)) == marker
+
+
+def move_missed_the_group(table: DeltaTable, topic: str, partition: int) -> int | None:
+    """The marker `waxlake move-marker` set without moving the group's offset (it ran as for
+    exactly-once), or None. Without exactly-once the table's markers stay as the move left
+    them, and the job resumes from the group and its recovery store, so such a move would go
+    unheeded."""
+    moved = table.transaction_version(moved_app_id(topic, partition))
+    if moved is None or moved != table.transaction_version(app_id(topic, partition)):
+        return None
+    return (
+        None if table.transaction_version(moved_group_app_id(topic, partition)) == moved else moved
+    )
+
+
+def highest_offsets(table: DeltaTable, partitions: Iterable[int]) -> dict[int, int]:
+    """The highest offset among each partition's rows, for the partitions that have rows."""
+    wanted = pa.array(sorted(set(partitions)), pa.int32())
+    rows = table.to_pyarrow_dataset().to_table(
+        columns=["partition", "offset"], filter=pc.field("partition").isin(wanted)
+    )
+    grouped = rows.group_by("partition", use_threads=False).aggregate([("offset", "max")])
+    found = zip(grouped["partition"].to_pylist(), grouped["offset_max"].to_pylist(), strict=True)
+    return {int(p): int(o) for p, o in found}
 
 
 def table_markers(table: DeltaTable, topic: str, partitions: Iterable[int]) -> dict[int, int]:

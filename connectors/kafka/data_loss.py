@@ -5,8 +5,9 @@ jumps silently; an out-of-range fetch reaches `PartitionGuard.out_of_range`, whi
 offset needed with the partition's watermarks:
 
 - needed below the log start: records were deleted before they landed (retention, DeleteRecords).
-  `WAXLAKE_ON_DATA_LOSS=fail` stops before anything past the gap is written; `continue` records
-  the gap (`connectors.delta.gaps`), counts it, warns, and reads on from the log start.
+  `WAXLAKE_ON_DATA_LOSS=fail` stops before anything past the gap is written, unless all of it is
+  recorded already (accepted by an earlier `continue`); `continue` records the gap
+  (`connectors.delta.gaps`), counts it, warns, and reads on from the log start.
 - needed above the log end: the log was truncated or the topic recreated, so offsets are reused
   and (topic, partition, offset) would name two records. No setting skips that: the job stops.
 
@@ -58,7 +59,7 @@ class PartitionGuard:
             f"{low} (retention or DeleteRecords outran the job)",
         )
         where = f"{self._where}: offsets {gap.first}-{gap.last} ({gap.records} records)"
-        if self._settings.on_data_loss is OnDataLoss.FAIL:
+        if self._settings.on_data_loss is OnDataLoss.FAIL and self._gap_log().unrecorded(gap):
             raise DataLossError(
                 f"{where} were deleted from Kafka before they landed (the log now starts at "
                 f"{low}; retention or DeleteRecords outran the job); nothing past them was "
@@ -66,14 +67,17 @@ class PartitionGuard:
                 f"{gap_uri(self._settings.table_root, self._topic)}, restart with "
                 "WAXLAKE_ON_DATA_LOSS=continue"
             )
+        # `continue`, or `fail` with the whole gap recorded already (the loss was accepted).
         recorded = self._gap_log().record(gap, self._settings.guarantee.value)
         metrics.RECORDS_LOST.labels(self._topic, str(self._partition)).inc(recorded)
         log.warning(
-            "%s were deleted from Kafka before they landed (the log starts at %d); "
-            "WAXLAKE_ON_DATA_LOSS=continue: %s, reading on from offset %d",
+            "%s were deleted from Kafka before they landed (the log starts at %d); %s, reading on "
+            "from offset %d",
             where,
             low,
-            f"recorded in {self._gap_log().uri}" if recorded else "already recorded",
+            f"WAXLAKE_ON_DATA_LOSS=continue: recorded in {self._gap_log().uri}"
+            if recorded
+            else f"already recorded in {self._gap_log().uri}",
             low,
         )
         return low

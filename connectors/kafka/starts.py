@@ -21,6 +21,7 @@ from deltalake import DeltaTable
 from connectors import guarantees
 from connectors.config import Guarantee, Settings
 from connectors.delta import markers as offsets
+from connectors.delta.dead_letters import dead_letter_uri
 from connectors.delta.gaps import GapLog
 from connectors.kafka import group_offsets
 from connectors.kafka.client import make_admin, watermarks
@@ -81,7 +82,14 @@ class StartResolver:
                 without.setdefault(key[0], []).append(key[1])
             else:
                 starts[key] = StartPosition(start, landed, marker)
-        for topic, partitions in without.items():  # no position at all: decided once, durably
+        for topic, partitions in without.items():
+            if guarantee is not Guarantee.EXACTLY_ONCE:  # no group offset: the rows still tell
+                after = self._after_rows(topic, partitions)
+                starts.update({(topic, p): StartPosition(o) for p, o in after.items()})
+                partitions = [p for p in partitions if p not in after]
+            if not partitions:
+                continue
+            # No position at all: decided once, durably.
             gaps = GapLog(self._settings.table_root, topic, self._settings.storage_options)
             origins = gaps.origins(partitions, functools.partial(self._policy, topic))
             starts.update({(topic, p): StartPosition(o) for p, o in origins.items()})
@@ -102,6 +110,29 @@ class StartResolver:
         latest = self._settings.initial_offset() == "latest"
         found = self.watermarks([(topic, p) for p in partitions])
         return {p: found[(topic, p)][1 if latest else 0] for p in partitions}
+
+    def _after_rows(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """After the highest offset landed (rows or dead letters) of each partition that has
+        one: where at-least-once and at-most-once resume when the group has no offset (it
+        expired, or was deleted) and the recovery store is gone, instead of at the origin, which
+        would count the landed offsets as lost (or land them again)."""
+        highest: dict[int, int] = {}
+        settings = self._settings
+        uris = [settings.table_uri(name) for name in self._tables[topic]]
+        for uri in [*uris, dead_letter_uri(settings.table_root, topic)]:
+            table = offsets.open_table(uri, settings.storage_options)
+            found = {} if table is None else offsets.highest_offsets(table, partitions)
+            for partition, offset in found.items():
+                highest[partition] = max(offset, highest.get(partition, -1))
+        for partition, offset in sorted(highest.items()):
+            log.info(
+                "%s[%d]: no group offset and no resume state; resuming after the highest offset "
+                "landed, %d",
+                topic,
+                partition,
+                offset,
+            )
+        return {partition: offset + 1 for partition, offset in highest.items()}
 
     def _lowest_marker(
         self, topic: str, partition: int

@@ -5,6 +5,11 @@ those offsets would then land twice; delete such rows first, deliberately. Movin
 offsets, so the skipped range is recorded as a gap (`_data_loss/`), like any other loss.
 `--adopt-topic-id` stamps the table with the topic ID the broker has now, after the operator has
 dealt with the rows of the old topic. Run it while the job is stopped.
+
+At-least-once and at-most-once resume from the consumer group's offsets and the recovery store,
+not from the table's markers: under them (`WAXLAKE_GUARANTEE`) the command also moves the group's
+offset, and refuses while a recovery store at the root would win over it. A move made as for
+exactly-once makes such a job refuse to start rather than go on from its old position.
 """
 
 from __future__ import annotations
@@ -12,16 +17,17 @@ from __future__ import annotations
 import argparse
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
-from connectors.config import Settings
+from connectors.config import ConfigError, Guarantee, Settings
 from connectors.delta import markers as offsets
 from connectors.delta.dead_letters import dead_letter_uri
 from connectors.delta.gaps import Gap, GapLog
 from connectors.kafka import topic_ids
-from connectors.kafka.client import make_admin
+from connectors.kafka.client import make_admin, make_consumer
+from connectors.kafka.group_offsets import commit_group_offsets
 from connectors.ops.command import CommandError, command_settings
+from connectors.ops.recovery_backup import stores_at_root
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,12 +53,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _highest_row(settings: Settings, uri: str, partition: int) -> int | None:
     table = offsets.open_table(uri, settings.storage_options)
-    if table is None:
-        return None
-    rows = table.to_pyarrow_dataset().to_table(
-        columns=["offset"], filter=pc.field("partition") == partition
-    )
-    return None if rows.num_rows == 0 else int(pc.max(rows["offset"]).as_py())
+    return None if table is None else offsets.highest_offsets(table, [partition]).get(partition)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,8 +68,18 @@ def run(args: argparse.Namespace) -> int:
     held = topic_ids.table_topic(table, topic)
     if held != topic:
         raise CommandError(f"{uri} holds records of topic {held}, not {topic}", code=2)
+    by_group = settings.guarantee is not Guarantee.EXACTLY_ONCE
+    if by_group and (stores := stores_at_root(settings)):
+        raise CommandError(
+            f"WAXLAKE_GUARANTEE={settings.guarantee.value} resumes from the recovery store "
+            f"before the consumer group, and {stores[0]} holds an older position: delete "
+            f"{settings.table_root}/_recovery first (the group's offsets take over), then "
+            "run this again"
+        )
+    landed = -1
     for where in (uri, dead_letter_uri(settings.table_root, topic)):
         highest = _highest_row(settings, where, partition)
+        landed = max(landed, -1 if highest is None else highest)
         if highest is not None and highest >= target:
             raise CommandError(
                 f"{where} holds rows of partition {partition} up to offset {highest}: resuming "
@@ -78,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 code=1,
             )
     marker = offsets.table_markers(table, topic, [partition]).get(partition)
-    skipped_from = 0 if marker is None else marker + 1
+    skipped_from = max(landed, -1 if marker is None else marker) + 1
     if target > skipped_from:
         reason = "skipped on purpose with waxlake move-marker" + (
             f": {args.reason}" if args.reason else ""
@@ -87,7 +98,14 @@ def run(args: argparse.Namespace) -> int:
         GapLog(settings.table_root, topic, settings.storage_options).record(gap, "operator")
     if args.adopt_topic_id:
         _adopt(settings, table, topic)
-    _set_marker(table, topic, partition, target - 1)
+    if by_group:
+        consumer = make_consumer(settings, what=f"move-marker {topic}[{partition}]")
+        try:
+            commit_group_offsets(consumer, topic, {partition: target})
+        finally:
+            consumer.close()
+        print(f"group {settings.group_id}: {topic}[{partition}] resumes at offset {target}")
+    _set_marker(table, topic, partition, target - 1, by_group)
     print(
         f"{uri}: partition {partition} resumes at offset {target} "
         f"(marker {marker if marker is not None else 'none'} -> {target - 1})"
@@ -106,8 +124,33 @@ def _adopt(settings: Settings, table: DeltaTable, topic: str) -> None:
     print(f"{table.table_uri}: now filled from topic ID {current}")
 
 
-def _set_marker(table: DeltaTable, topic: str, partition: int, last: int) -> None:
+def _set_marker(table: DeltaTable, topic: str, partition: int, last: int, by_group: bool) -> None:
     """An empty commit whose only content is the marker (its record's timestamp unknown)."""
-    commit = offsets.marker_commit(topic, {partition: offsets.Mark(last)}, moved=True)
+    commit = offsets.marker_commit(
+        topic, {partition: offsets.Mark(last)}, moved=True, group_moved=by_group
+    )
     empty = pa.schema(table.schema().to_arrow()).empty_table()
     write_deltalake(table, empty, mode="append", commit_properties=commit)
+
+
+def check_moves_reached_the_group(settings: Settings, partitions: dict[str, list[int]]) -> None:
+    """At start-up, without exactly-once: no marker was moved as for exactly-once only (the job
+    would go on from the group's old offset, silently skipping or re-reading what the move
+    meant)."""
+    if settings.guarantee is Guarantee.EXACTLY_ONCE:
+        return
+    for topic, numbers in partitions.items():
+        table = offsets.open_table(settings.table_uri(topic), settings.storage_options)
+        if table is None:
+            continue
+        for partition in numbers:
+            moved = offsets.move_missed_the_group(table, topic, partition)
+            if moved is not None:
+                raise ConfigError(
+                    f"topic {topic} partition {partition}: waxlake move-marker set its marker "
+                    f"to resume at offset {moved + 1} as for exactly-once, but this job runs "
+                    f"{settings.guarantee.value}, which resumes from consumer group "
+                    f"{settings.group_id} and the recovery store: run waxlake move-marker again "
+                    f"with WAXLAKE_GUARANTEE={settings.guarantee.value} and this job's "
+                    "WAXLAKE_GROUP_ID (it moves the group's offset too)"
+                )

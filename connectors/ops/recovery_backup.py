@@ -59,6 +59,17 @@ def _filesystem(settings: Settings) -> tuple[fs.FileSystem, str]:
     return store, f"{root.split('://', 1)[1]}/{RECOVERY_DIR}"
 
 
+def stores_at_root(settings: Settings) -> list[str]:
+    """The recovery partitions kept at `<root>/_recovery` (the local store, or the backup of an
+    object-store root), by path."""
+    if not _is_remote(settings.table_root):
+        local = Path(settings.table_root.removeprefix("file://")) / RECOVERY_DIR
+        return sorted(str(part) for part in local.glob("part-*.sqlite3"))
+    store, remote = _filesystem(settings)
+    found = store.get_file_info(fs.FileSelector(remote, allow_not_found=True))
+    return sorted(f"s3://{info.path}" for info in found if _PART.match(info.base_name))
+
+
 def restore(settings: Settings, directory: Path, mine: set[int]) -> list[int]:
     """Fetch this process's recovery partitions from the backup if the local directory holds
     none of them; returns the partitions restored."""

@@ -25,6 +25,7 @@ from connectors.kafka.client import list_partitions, make_admin, make_consumer
 from connectors.kafka.partition_watch import watch_partitions
 from connectors.kafka.topic_ids import check_topic_ids
 from connectors.ops import recovery_backup
+from connectors.ops.move_marker import check_moves_reached_the_group
 from connectors.ops.recovery import prepare_recovery_dir, share
 from connectors.ops.shutdown import install_signal_handlers
 
@@ -104,6 +105,7 @@ def preflight(settings: Settings) -> dict[str, list[int]]:
     partitions = list_partitions(settings, admin=admin)
     check_table_root(settings)
     check_topic_ids(settings, admin)
+    check_moves_reached_the_group(settings, partitions)
     recovery_dir, process_id, processes, interval = _bytewax_args()
     if recovery_dir is not None:
         mine = share(settings.recovery_partitions, process_id, processes)
