@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from connectors.decoding.base import storable
 
@@ -58,6 +59,40 @@ def with_majority_types(fields: pa.Schema, parsed: list[object]) -> pa.Schema:
         arrow = _TIMESTAMP if kind is str and stamps.get(name) else _MAJORITY[kind]
         fields = fields.append(pa.field(name, arrow))
     return fields
+
+
+def with_date_times(column: pa.StructArray, known: pa.Schema) -> pa.StructArray:
+    """`column` with its new top-level string fields that hold only ISO date-times as UTC
+    timestamps. Arrow's reader infers a timestamp only without fractions of a second, so the
+    type would depend on whether a field's first values had one (the majority rule above, the
+    one for all new fields, says timestamp either way)."""
+    children, fields, changed = [], [], False
+    for index, field in enumerate(column.type):
+        child = column.field(index)
+        if field.name not in known.names and pa.types.is_string(field.type):
+            stamps = _as_timestamps(child)
+            if stamps is not None:
+                child, field = stamps, pa.field(field.name, _TIMESTAMP, field.nullable)
+                changed = True
+        children.append(child)
+        fields.append(field)
+    if not changed:
+        return column
+    return pa.StructArray.from_arrays(children, fields=fields, mask=pc.is_null(column))
+
+
+def _as_timestamps(strings: pa.Array) -> pa.Array | None:
+    """ISO date-times as UTC timestamps (no zone: UTC), or None if any is not one or they mix
+    zoned and zoneless values (which no one cast reads)."""
+    present = [text for text in strings.to_pylist() if text is not None]
+    if not present or not all(_is_timestamp(text) for text in present):
+        return None
+    for target in (_TIMESTAMP, pa.timestamp("us")):
+        try:
+            return pc.cast(strings, target).cast(_TIMESTAMP)
+        except pa.ArrowInvalid:
+            continue
+    return None
 
 
 def record_errors(parsed: list[object], fields: pa.Schema) -> dict[int, str]:

@@ -29,7 +29,12 @@ from connectors.decoding.base import (
     nesting_depth,
 )
 from connectors.decoding.json_shapes import has_map, readable, restore, with_entries
-from connectors.decoding.json_types import normalise, record_errors, with_majority_types
+from connectors.decoding.json_types import (
+    normalise,
+    record_errors,
+    with_date_times,
+    with_majority_types,
+)
 from connectors.decoding.naming import Naming
 from connectors.decoding.schemas import (
     check_decoded,
@@ -142,7 +147,7 @@ class JsonDecoder:
         column = read_json_objects(values, pa.struct(list(self.fields)), unexpected="infer")
         if nesting_depth(column.type) > MAX_DEPTH:
             raise pa.ArrowInvalid(TOO_DEEP)
-        column = normalise(column)
+        column = with_date_times(normalise(column), self.fields)
         for child in column.type:
             if child.name not in self.fields.names:
                 self.fields = self.fields.append(child)
