@@ -262,3 +262,29 @@ def test_a_key_field_that_is_not_a_scalar_stops_with_one_line(
     line = error_line(run_job(env, None, flow=FLOW))
 
     assert "WAXLAKE_KEY_FIELDS: field id is struct<a: int64>, which cannot key a row" in line
+
+
+def test_a_key_field_no_value_has_stops_before_anything_lands(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """A misspelt WAXLAKE_KEY_FIELDS made every change a dead letter, and the job went on."""
+    topic = topic_factory(1)
+    produce_json(kafka_bootstrap, topic, [(None, {"id": i, "r": "x"}) for i in range(6)])
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root, key_fields="idd")
+
+    line = error_line(run_job(env, root / "_recovery", flow=FLOW))
+
+    assert line.startswith(f"waxlake: error: WAXLAKE_KEY_FIELDS=idd: no value of topic {topic}")
+    assert "has field idd" in line and "id, r" in line
+    assert not (root / "_dead_letters").exists() and not (root / topic).exists()
+    fixed = run_job({**env, "WAXLAKE_KEY_FIELDS": "id"}, root / "_recovery", flow=FLOW)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert sorted(state(root, topic, key="id")) == list(range(6))
+
+
+def test_registry_keys_need_registry_values(kafka_bootstrap, topic_factory, tmp_path):
+    topic = topic_factory(1)
+    env = job_env(kafka_bootstrap, [topic], tmp_path, registry_keys=1, key_fields="key_id")
+    line = error_line(run_job(env, None, flow=FLOW))
+    assert "WAXLAKE_REGISTRY_KEYS" in line and "WAXLAKE_VALUE_FORMAT=registry" in line

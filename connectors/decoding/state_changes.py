@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.columns import any_null, one_array
+from connectors.columns import any_null, one_array, only_value
 from connectors.config import ConfigError, Settings
 from connectors.decoding import debezium
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, VALUE_NAMING, Decoder
@@ -85,6 +85,7 @@ class ChangeDecoder:
 
     def _keyed(self, rows: pa.Table, split: Split, raw: pa.Table) -> pa.Table:
         """Changes without a whole key go to the dead letters: no row can be told apart."""
+        self._check_key_fields_exist(rows)
         for column in self.key_columns:
             if column not in rows.column_names:
                 rows = rows.append_column(column, pa.nulls(rows.num_rows))
@@ -116,6 +117,22 @@ class ChangeDecoder:
             any_null(rows, self.key_columns),
             "MissingKey",
             f"the change has no {what}, so it names no row of the state table",
+        )
+
+    def _check_key_fields_exist(self, rows: pa.Table) -> None:
+        """A key field that no value so far has (nor the table, nor WAXLAKE_SCHEMA) is misspelt,
+        far more likely than absent from every change: stop before all of them become
+        dead letters."""
+        missing = [c for c in self.key_columns if c not in rows.column_names]
+        if not self._by_fields or not missing or pc.all(rows[DELETED]).as_py() is not False:
+            return
+        fields = [c for c in rows.column_names if c not in (*METADATA_COLUMNS, *OWN_COLUMNS)]
+        topic = only_value(rows["topic"])
+        raise ConfigError(
+            f"WAXLAKE_KEY_FIELDS={','.join(self.key_columns)}: no value of topic {topic} so far "
+            f"has field {', '.join(missing)} (they have {', '.join(fields[:20]) or 'no fields'}); "
+            "nothing was written. Fix the name, or, if the first changes lack it on purpose, "
+            "declare it in WAXLAKE_SCHEMA (then they are MissingKey dead letters)"
         )
 
 

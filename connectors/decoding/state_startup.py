@@ -132,6 +132,12 @@ def changes(settings: Settings) -> DecoderFactory:
             "exactly-once MERGEs only; leave WAXLAKE_GUARANTEE unset (exactly-once)"
         )
     check_key_fields(settings)
+    if settings.registry_keys and settings.value_format != "registry":
+        raise ConfigError(
+            "WAXLAKE_REGISTRY_KEYS: keys are decoded through the schema registry together with "
+            "the values, so it needs WAXLAKE_VALUE_FORMAT=registry; with JSON values the key "
+            "is the Kafka key's bytes, or the WAXLAKE_KEY_FIELDS of the value"
+        )
     schemas = {topic: state_schema(settings, topic) for topic in settings.topics}
     debezium = settings.cdc_format == "debezium"
     if settings.value_format == "registry":
