@@ -15,6 +15,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from connectors.delta.markers import app_id
 from connectors.local_broker import free_port
+from tests.broker_ops import delete_records, recreate_topic
 from tests.jobs import REPO, job_env, produce, producer, run_job, simple_items
 
 WAXLAKE_SCRIPT = Path(sys.executable).parent / "waxlake"
@@ -201,3 +202,43 @@ def test_status_of_routed_tables_names_their_topic(kafka_bootstrap, topic_factor
     by_topic = status("--json", "--topics", topic, cwd=tmp_path, env=env)  # no table named so
     assert by_topic.returncode == 0, by_topic.stderr
     assert json.loads(by_topic.stdout) == doc
+
+
+def test_status_under_the_group_guarantees_gaps_and_a_recreated_topic(
+    log_broker, topic_factory, tmp_path
+):
+    """At-least-once keeps its position in the consumer group, not in `txn` markers; offsets
+    recorded lost will never land, so they are no lag; a marker past the log's end is said."""
+    topic = topic_factory(1, bootstrap=log_broker)
+    root = tmp_path / "lake"
+    env = job_env(log_broker, [topic], root, "at-least-once", on_data_loss="continue")
+    produce(log_broker, simple_items(topic, 1, 100))
+    assert run_job(env, root / "_recovery").returncode == 0
+    produce(log_broker, simple_items(topic, 1, 100))
+    delete_records(log_broker, topic, {0: 150})
+    assert run_job(env, root / "_recovery").returncode == 0  # 100-149 recorded lost
+    produce(log_broker, simple_items(topic, 1, 5))
+    common = ["--root", str(root), "--bootstrap-servers", log_broker, "--topics", topic]
+
+    doc = json.loads(status(*common, "--json", cwd=tmp_path, env=env).stdout)
+    assert partitions(doc) == [(0, 199, 205, 5)]
+    assert doc["tables"][0]["partitions"][0]["committed_by"] == f"group {env['WAXLAKE_GROUP_ID']}"
+
+    eo_root = tmp_path / "eo"
+    eo_env = job_env(log_broker, [topic], eo_root, on_data_loss="continue")
+    assert run_job(eo_env, eo_root / "_recovery").returncode == 0  # 150-204 (from the start)
+    produce(log_broker, simple_items(topic, 1, 10))
+    delete_records(log_broker, topic, {0: 215})  # 205-214 never land: no lag
+    assert run_job(eo_env, eo_root / "_recovery").returncode == 0
+    eo_common = ["--root", str(eo_root), "--bootstrap-servers", log_broker, "--topics", topic]
+    doc = json.loads(status(*eo_common, "--json", cwd=tmp_path, env=eo_env).stdout)
+    assert partitions(doc) == [(0, 204, 215, 0)]
+
+    recreate_topic(log_broker, topic, 1)
+    produce(log_broker, simple_items(topic, 1, 3))
+    human = status(*eo_common, cwd=tmp_path, env=eo_env)
+    assert human.returncode == 0, human.stderr
+    assert re.search(r"^\s+0\s+204\s+3\s+\?$", human.stdout, re.M), human.stdout
+    assert "partition 0: the table has landed up to offset 204 but the log ends at 3" in (
+        human.stderr
+    )

@@ -1,7 +1,8 @@
 """`waxlake status`: what landed in each table and how far it is behind Kafka.
 
 Read-only and independent of the job: it reads table metadata (never data files), the `txn`
-markers, and the brokers' end offsets. It never creates tables or topics nor commits offsets, so
+markers, the consumer group's offsets (the position under at-least-once and at-most-once) and the
+brokers' end offsets. It never creates tables or topics nor commits offsets, so
 it is safe to run beside the job or while the job is down.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from deltalake import DeltaTable
 
 from connectors.config import ConfigError, Settings
@@ -34,7 +35,8 @@ class PartitionStatus:
     partition: int
     committed_offset: int | None
     end_offset: int | None = None
-    lag: int | None = None
+    lag: int | None = None  # offsets after `committed_offset` still to land (recorded gaps not)
+    committed_by: str | None = None  # "marker" (exactly-once) or "group <id>" (the others)
 
 
 @dataclass
@@ -104,10 +106,14 @@ def _table_status(settings: Settings, name: str, table: DeltaTable, topic: str) 
         rows=_rows(table),
         last_commit=_last_commit(table),
         dead_letters=(_rows(dead) or 0) if dead is not None else 0,
-        partitions=[PartitionStatus(p, markers.get(p)) for p in sorted(present)],
+        partitions=[_by_marker(p, markers.get(p)) for p in sorted(present)],
         lost_records=sum(g.records for g in gaps),
         gaps=gaps,
     )
+
+
+def _by_marker(partition: int, marker: int | None) -> PartitionStatus:
+    return PartitionStatus(partition, marker, committed_by=None if marker is None else "marker")
 
 
 def _kafka_partitions(table: DeltaTable) -> set[int]:
@@ -139,16 +145,15 @@ def _add_broker_offsets(
             rowless = sorted(set(meta.partitions) - set(known))
             markers = offsets.table_markers(opened[status.table], status.topic, rowless)
             for partition in rowless:
-                status.partitions.append(PartitionStatus(partition, markers.get(partition)))
+                status.partitions.append(_by_marker(partition, markers.get(partition)))
             status.partitions.sort(key=lambda p: p.partition)
+            _add_group_offsets(settings, consumer, status, timeout)
             for part in status.partitions:
                 tp = TopicPartition(status.topic, part.partition)
                 watermarks = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
                 if watermarks is None:  # older clients return None on a timeout
                     raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
-                high = part.end_offset = watermarks[1]
-                done = -1 if part.committed_offset is None else part.committed_offset
-                part.lag = max(0, high - done - 1)
+                _add_lag(status, part, watermarks[1])
     except KafkaException as exc:
         print(
             f"waxlake: warning: Kafka at {settings.bootstrap_servers} did not answer within "
@@ -157,6 +162,42 @@ def _add_broker_offsets(
         )
     finally:
         consumer.close()
+
+
+def _add_group_offsets(
+    settings: Settings, consumer: Consumer, status: TableStatus, timeout: float
+) -> None:
+    """Positions of partitions without a marker from the consumer group: at-least-once and
+    at-most-once keep theirs there (read only; `WAXLAKE_GROUP_ID` names the group)."""
+    unmarked = [p for p in status.partitions if p.committed_offset is None]
+    if not unmarked:
+        return
+    wanted = [TopicPartition(status.topic, p.partition) for p in unmarked]
+    for part, tp in zip(unmarked, consumer.committed(wanted, timeout=timeout), strict=True):
+        if tp.offset >= 0:
+            part.committed_offset, part.committed_by = tp.offset - 1, f"group {settings.group_id}"
+
+
+def _add_lag(status: TableStatus, part: PartitionStatus, high: int) -> None:
+    """Lag: the offsets after the position up to the log's end that are not recorded lost.
+    A position past the end means the log was truncated or the topic recreated: said, no lag."""
+    part.end_offset = high
+    done = -1 if part.committed_offset is None else part.committed_offset
+    if done >= high:
+        part.lag = None
+        print(
+            f"waxlake: warning: {status.table} partition {part.partition}: the table has landed "
+            f"up to offset {done} but the log ends at {high}: the log was truncated or the "
+            "topic recreated (the job refuses to go on; see README 'When Kafka loses records')",
+            file=sys.stderr,
+        )
+        return
+    lost = sum(
+        max(0, min(g.last_offset, high - 1) - max(g.first_offset, done + 1) + 1)
+        for g in status.gaps
+        if g.partition == part.partition
+    )
+    part.lag = max(0, high - done - 1 - lost)
 
 
 def _tables_of(settings: Settings, name: str, local: bool) -> dict[str, tuple[DeltaTable, str]]:
@@ -200,6 +241,8 @@ def _print_human(root: str, tables: list[TableStatus]) -> None:
         rows = [("partition", "committed", "end", "lag")]
         for p in t.partitions:
             committed = "-" if p.committed_offset is None else str(p.committed_offset)
+            if p.committed_by and p.committed_by != "marker":
+                committed += f" ({p.committed_by})"
             rows.append((str(p.partition), committed, _show(p.end_offset), _show(p.lag)))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
