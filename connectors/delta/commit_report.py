@@ -51,10 +51,14 @@ def report_commit(
             f"{result.rows_written} changes merged, {result.superseded} superseded in the "
             f"flush, {replayed} replayed"
         )
+    if result.version is None:  # every record went to the dead letters (or was filtered out)
+        version = "no table yet (nothing landed in it)"
+    else:
+        version = f"version {result.version}"
     log.info(
-        "committed %s: version %s, %s, offsets %s, %.0f ms",
+        "committed %s: %s, %s, offsets %s, %.0f ms",
         uri,
-        result.version,
+        version,
         what,
         " ".join(f"{p}:{flush.firsts[p]}-{m.last_offset}" for p, m in sorted(flush.marks.items())),
         elapsed * 1000,
