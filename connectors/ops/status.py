@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,41 +28,7 @@ from connectors.delta.gaps import read_gaps
 from connectors.kafka.client import make_consumer
 from connectors.kafka.topic_ids import table_topic
 from connectors.ops.command import command_settings
-
-
-@dataclass
-class PartitionStatus:
-    partition: int
-    committed_offset: int | None
-    end_offset: int | None = None
-    lag: int | None = None  # offsets after `committed_offset` still to land (recorded gaps not)
-    committed_by: str | None = None  # "marker" (exactly-once) or "group <id>" (the others)
-
-
-@dataclass
-class GapStatus:
-    """Offsets Kafka lost before they landed, as recorded under `_data_loss/`."""
-
-    partition: int
-    first_offset: int
-    last_offset: int
-    records: int
-    detected_at: str
-    reason: str
-
-
-@dataclass
-class TableStatus:
-    table: str
-    topic: str  # the Kafka topic it holds (a routed table is named otherwise)
-    uri: str
-    version: int
-    rows: int | None
-    last_commit: str | None
-    dead_letters: int
-    partitions: list[PartitionStatus] = field(default_factory=list)
-    lost_records: int = 0
-    gaps: list[GapStatus] = field(default_factory=list)
+from connectors.ops.status_report import GapStatus, PartitionStatus, TableStatus, print_human
 
 
 def _rows(table: DeltaTable) -> int | None:
@@ -228,35 +194,6 @@ def _discover(root: str) -> list[str]:
     )
 
 
-def _show(n: int | None) -> str:
-    return "?" if n is None else str(n)
-
-
-def _print_human(root: str, tables: list[TableStatus]) -> None:
-    print(f"root {root}")
-    for t in tables:
-        name = t.table if t.table == t.topic else f"{t.table} (topic {t.topic})"
-        print(f"\n{name}  version {t.version}  rows {_show(t.rows)}  dead letters {t.dead_letters}")
-        print(f"  last commit {t.last_commit or '?'}  {t.uri}")
-        rows = [("partition", "committed", "end", "lag")]
-        for p in t.partitions:
-            committed = "-" if p.committed_offset is None else str(p.committed_offset)
-            if p.committed_by and p.committed_by != "marker":
-                committed += f" ({p.committed_by})"
-            rows.append((str(p.partition), committed, _show(p.end_offset), _show(p.lag)))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        for r in rows:
-            print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
-        if t.gaps:
-            count = len(t.gaps)
-            print(f"  lost {t.lost_records} records in {count} gap{'s' if count > 1 else ''}:")
-            for g in t.gaps:
-                print(
-                    f"    {g.partition}: {g.first_offset}-{g.last_offset} ({g.records} records) "
-                    f"at {g.detected_at}: {g.reason}"
-                )
-
-
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = commands.add_parser("status", help="per table: version, rows, offsets, lag, gaps")
     status.add_argument("--root", help="table root (default: $WAXLAKE_TABLE_ROOT)")
@@ -300,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         doc = {"root": settings.table_root, "tables": [asdict(t) for t in tables]}
         print(json.dumps(doc, indent=2))
     elif tables:
-        _print_human(settings.table_root, tables)
+        print_human(settings.table_root, tables)
     for topic in missing:
         print(
             f"waxlake: error: no Delta table for topic {topic} at {settings.table_uri(topic)}",
