@@ -103,12 +103,26 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     bytewax_log_level: Literal["ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = "ERROR"
 
-    @field_validator("topics", "key_fields", mode="before")
+    @field_validator("topics", mode="before")
     @classmethod
     def _split_topics(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
+
+    @field_validator("key_fields", mode="before")
+    @classmethod
+    def _split_key_fields(cls, value: Any) -> Any:
+        """Each name is a key column: an empty one would key by the Kafka key instead, a
+        repeated one would make two columns of one field."""
+        if not isinstance(value, str) or not value.strip():
+            return [] if isinstance(value, str) else value
+        names = [f.strip() for f in value.split(",")]
+        if not all(names):
+            raise ValueError(f"an empty field name in {value!r} (name them as id,region)")
+        if repeated := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"{', '.join(repeated)} is named twice")
+        return names
 
     @field_validator("log_level", "bytewax_log_level", mode="before")
     @classmethod
@@ -216,7 +230,7 @@ def load_settings() -> Settings:
         problems = []
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
-            problems.append(f"{_env_name(field)}: {err['msg']}")
+            problems.append(f"{_env_name(field)}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid setting " + "; ".join(problems)) from None
     except SettingsError as exc:
         match = re.search(r'field "(\w+)"', str(exc))

@@ -44,6 +44,25 @@ def test_a_kafka_metadata_column_as_key_field_is_refused(kafka_bootstrap, topic_
     assert "value_offset" in line
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (",", "WAXLAKE_KEY_FIELDS: an empty field name in ','"),
+        ("id,,region", "WAXLAKE_KEY_FIELDS: an empty field name in 'id,,region'"),
+        ("id,id", "WAXLAKE_KEY_FIELDS: id is named twice"),
+    ],
+)
+def test_key_fields_with_empty_or_repeated_names_are_refused(
+    fields, expected, kafka_bootstrap, topic_factory, tmp_path
+):
+    """`,` silently keyed by the Kafka key instead; `id,id` was taken as two key columns."""
+    topic = topic_factory(1)
+    result = run_job(
+        job_env(kafka_bootstrap, [topic], tmp_path, key_fields=fields), None, flow=FLOW
+    )
+    assert expected in error_line(result)
+
+
 def test_another_bucket_count_than_the_tables_is_refused(kafka_bootstrap, topic_factory, tmp_path):
     topic = topic_factory(1)
     produce_json(kafka_bootstrap, topic, [(f"k{i}".encode(), {"n": i}) for i in range(20)])
