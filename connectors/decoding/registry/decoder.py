@@ -90,7 +90,7 @@ class ColumnDecoder:
         for group in framing.groups:
             group_rows = where[group.rows]
             for table, struct, schema_id in self._decode_group(
-                rows, values, group, group_rows, split
+                rows, framing.values, group, group_rows, split
             ):
                 kept.append(table)
                 chunks.append(struct)

@@ -2,10 +2,13 @@
 
 - magic byte 0, then a 4-byte big-endian schema id, then the payload;
 - magic byte 1, then a 16-byte schema GUID, then the payload;
-- no prefix, and the GUID (magic 1 + 16 bytes) in the `__value_schema_id` (or
-  `__key_schema_id`) header instead, as confluent-kafka's header serializer writes it.
+- no prefix, and the id (magic 0 + 4 bytes) or GUID (magic 1 + 16 bytes) in the
+  `__value_schema_id` (or `__key_schema_id`) header instead, as confluent-kafka's header
+  serializer writes it and its deserializers read it. A malformed header is a framing problem,
+  never a reason to read the value's first bytes as a prefix.
 
 Protobuf payloads start with message indexes; `connectors.decoding.registry.protobuf` reads those.
+With header framing they follow the id in the header, so they are put back before the payload.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class Framing:
 
     groups: list[Group]
     problems: dict[int, str]
+    values: pa.BinaryArray
+    """The values the groups' rows and prefixes refer to (header framing's message indexes
+    put back in front of their payloads)."""
 
 
 def _buffers(values: pa.BinaryArray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,59 +79,76 @@ def read_framing(values: pa.Array, headers: pa.Array, header_key: str) -> Framin
         | (byte(3).astype(np.int64) << 8)
         | byte(4).astype(np.int64)
     )
-    in_header = _header_guids(headers, header_key)
+    in_header, bad_headers = _header_frames(headers, header_key)
     header_rows = np.zeros(len(values), bool)
-    header_rows[list(in_header)] = True
+    header_rows[list(in_header) + list(bad_headers)] = True
     by_id = (magic == 0) & (lengths >= ID_PREFIX) & ~header_rows
     by_guid = (magic == 1) & (lengths >= GUID_PREFIX) & ~header_rows
     groups = [
         Group("id", int(schema_id), np.nonzero(by_id & (ids == schema_id))[0], ID_PREFIX)
         for schema_id in np.unique(ids[by_id])
     ]
-    by_guid_rows: dict[tuple[str, int], list[int]] = {}
+    by_ref: dict[tuple[str, int | str, int], list[int]] = {}
     for found in np.nonzero(by_guid)[0]:
         row = int(found)
         start = int(starts[row])
         guid = str(uuid.UUID(bytes=data[start + 1 : start + GUID_PREFIX].tobytes()))
-        by_guid_rows.setdefault((guid, GUID_PREFIX), []).append(row)
-    for row, guid in in_header.items():
-        by_guid_rows.setdefault((guid, 0), []).append(row)
-    groups += [Group("guid", g, np.array(rows), n) for (g, n), rows in by_guid_rows.items()]
+        by_ref.setdefault(("guid", guid, GUID_PREFIX), []).append(row)
+    for row, (kind, ref, _) in in_header.items():
+        by_ref.setdefault((kind, ref, 0), []).append(row)
+    groups += [Group(k, r, np.array(rows), n) for (k, r, n), rows in by_ref.items()]
     problems = {
         int(row): _problem(int(magic[row]), int(lengths[row]))
         for row in np.nonzero(~(by_id | by_guid | header_rows))[0]
     }
-    return Framing(groups, problems)
+    problems.update(bad_headers)
+    return Framing(groups, problems, _with_header_tails(values, in_header))
 
 
-def _problem(magic: int, length: int) -> str:
+def _problem(magic: int, length: int, what: str = "value") -> str:
     if length == 0:
-        return "empty value: no Confluent wire-format prefix"
+        return f"empty {what}: no Confluent wire-format prefix"
     if magic in (0, 1):
-        return f"value of {length} bytes is too short for its magic byte {magic}"
+        return f"{what} of {length} bytes is too short for its magic byte {magic}"
     return (
-        f"unknown magic byte {magic}: not the Confluent wire format (magic 0 + 4-byte schema "
-        "id, or magic 1 + 16-byte schema GUID)"
+        f"unknown magic byte {magic} in the {what}: not the Confluent wire format (magic 0 + "
+        "4-byte schema id, or magic 1 + 16-byte schema GUID)"
     )
 
 
-def _header_guids(headers: pa.Array, header_key: str) -> dict[int, str]:
-    """Rows whose schema GUID travels in a header (rare: checked columnar first)."""
+def _header_frames(
+    headers: pa.Array, header_key: str
+) -> tuple[dict[int, tuple[str, int | str, bytes]], dict[int, str]]:
+    """Rows whose schema travels in a header (rare: checked columnar first): per row its kind,
+    id or GUID and what follows them (Protobuf's message indexes); and rows whose header is bad."""
     keys = pc.list_flatten(headers).field("key") if len(headers) else pa.array([], pa.string())
     if not len(keys) or not pc.any(pc.equal(keys, header_key)).as_py():
-        return {}
-    found: dict[int, str] = {}
+        return {}, {}
+    found: dict[int, tuple[str, int | str, bytes]] = {}
+    bad: dict[int, str] = {}
     for i, row in enumerate(headers.to_pylist()):
-        for header in row or []:
-            value = header["value"]
-            if (
-                header["key"] == header_key
-                and value
-                and value[0] == 1
-                and len(value) >= GUID_PREFIX
-            ):
-                found[i] = str(uuid.UUID(bytes=value[1:GUID_PREFIX]))
-    return found
+        value = next((h["value"] for h in row or [] if h["key"] == header_key), None)
+        if value is None:
+            continue
+        magic = value[0] if value else 255
+        if magic == 0 and len(value) >= ID_PREFIX:
+            found[i] = ("id", int.from_bytes(value[1:ID_PREFIX], "big"), value[ID_PREFIX:])
+        elif magic == 1 and len(value) >= GUID_PREFIX:
+            found[i] = ("guid", str(uuid.UUID(bytes=value[1:GUID_PREFIX])), value[GUID_PREFIX:])
+        else:
+            bad[i] = _problem(magic, len(value), f"{header_key} header")
+    return found, bad
+
+
+def _with_header_tails(
+    values: pa.BinaryArray, in_header: dict[int, tuple[str, int | str, bytes]]
+) -> pa.BinaryArray:
+    if not any(tail for _, _, tail in in_header.values()):
+        return values
+    rows = values.to_pylist()
+    for row, (_, _, tail) in in_header.items():
+        rows[row] = tail + rows[row]
+    return pa.array(rows, pa.binary())
 
 
 def payloads(values: pa.Array, rows: np.ndarray, prefix: int) -> pa.BinaryArray:
