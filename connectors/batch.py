@@ -3,8 +3,9 @@
 The rule a step must keep for exactly-once, stated once (README, "Write your own flow") and
 checked by `check_rule` at every step made with `rows`/`frames` and again in the sink:
 
-    a batch keeps its Kafka coordinates. Its rows keep the columns `topic`, `partition` and
-    `offset`, and every row is a record the source read, at most once. Steps may drop, change or
+    a batch keeps its Kafka coordinates. Its rows keep the columns `topic` (a string),
+    `partition` and `offset` (integers), none of them null, and every row is a record the source
+    read, at most once. Steps may drop, change or
     add other columns and may drop rows: a dropped record still counts as handled, because the
     batch's coverage (`first_offset`..`last_offset`), not its rows, moves the partition's marker.
     Column names stay distinct as Delta compares them, ignoring case (`N` beside `n` is one
@@ -23,6 +24,8 @@ from connectors.columns import one_array, only_value
 from connectors.errors import WaxlakeError
 
 COORDINATES = ("topic", "partition", "offset")
+COORDINATE_TYPES = {"topic": pa.string(), "partition": pa.int32(), "offset": pa.int64()}
+"""The coordinates' types in every table; a step's strings and integers are cast back to them."""
 
 
 class StepRuleError(WaxlakeError):
@@ -78,6 +81,7 @@ def check_rule(batch: KafkaBatch, step: str) -> None:
             f"{where}: the rows lost their {', '.join(missing)} column(s); a step must keep "
             "topic, partition and offset (README, 'Write your own flow')"
         )
+    _check_coordinate_types(rows, where)
     folded = [name.lower() for name in rows.column_names]
     if len(set(folded)) != len(folded):
         twice = [n for n, f in zip(rows.column_names, folded, strict=True) if folded.count(f) > 1]
@@ -104,6 +108,35 @@ def check_rule(batch: KafkaBatch, step: str) -> None:
         )
     if pc.count_distinct(offsets).as_py() != rows.num_rows:
         raise StepRuleError(f"{where}: an offset appears twice; a row may not be duplicated")
+
+
+def _check_coordinate_types(rows: pa.Table, where: str) -> None:
+    for name in COORDINATES:
+        kind = rows.schema.field(name).type
+        fits = (
+            pa.types.is_string(kind) or pa.types.is_large_string(kind) or kind == pa.string_view()
+            if name == "topic"
+            else pa.types.is_integer(kind)
+        )
+        if not fits:
+            want = "a string" if name == "topic" else "an integer"
+            raise StepRuleError(
+                f"{where}: column {name} became {kind}; it must stay {want} (README, 'Write your "
+                "own flow')"
+            )
+        if rows[name].null_count:
+            raise StepRuleError(f"{where}: a row has no {name} (null); a step must keep it")
+
+
+def with_coordinate_types(rows: pa.Table) -> pa.Table:
+    """`rows` with the coordinates in their table types (a polars step makes `topic` a large
+    string; a step may widen `partition`); checked by `check_rule` first."""
+    for name, kind in COORDINATE_TYPES.items():
+        index = rows.schema.get_field_index(name)
+        if rows.schema.field(index).type != kind:
+            column = rows[name].cast(kind)  # safe cast: an out-of-range partition raises
+            rows = rows.set_column(index, rows.schema.field(index).with_type(kind), column)
+    return rows
 
 
 def _kept_in_order(offsets: pa.ChunkedArray, read: pa.ChunkedArray) -> bool:

@@ -174,6 +174,24 @@ class Settings(BaseSettings):
         return f"{self.table_root}/{topic}"
 
 
+def check_table_name(name: object, where: str) -> str:
+    """A routed table's name is a directory under the root, beside waxlake's own `_...` ones."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name != name.strip()
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or name.startswith("_")
+    ):
+        raise ConfigError(
+            f"{where}: {name!r} is not a table name: give a non-empty name without '/', not "
+            "starting with '_' (the root's _dead_letters, _data_loss and _recovery are waxlake's)"
+        )
+    return name
+
+
 def _librdkafka_str(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

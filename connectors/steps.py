@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from connectors.batch import KafkaBatch, check_rule
 from connectors.columns import one_array
+from connectors.config import check_table_name
 from connectors.delta.dead_letters import dead_letters
 from connectors.errors import WaxlakeError
 
@@ -92,7 +93,9 @@ def route(
     """Send each row to the table its `column` names (`tables`: value -> table; other values go
     to `default`, or to the dead letters as `Unrouted` without one). Every table gets a batch for
     every input batch, rows or not, so each table's markers cover every offset handled."""
-    names = list(dict.fromkeys([*tables.values(), *([default] if default else [])]))
+    for name in [*tables.values(), *([] if default is None else [default])]:
+        check_table_name(name, f"route({column!r}, ...)")
+    names = list(dict.fromkeys([*tables.values(), *([] if default is None else [default])]))
 
     warned: list[bool] = []
 

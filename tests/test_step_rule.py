@@ -7,7 +7,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from connectors.batch import KafkaBatch, StepRuleError, check_rule
+from connectors.batch import KafkaBatch, StepRuleError, check_rule, with_coordinate_types
+from connectors.config import ConfigError
 from connectors.steps import route
 from tests.jobs import raw_records
 
@@ -18,7 +19,7 @@ def batch(read: list[int], offsets: list[int], partition: int = 0) -> KafkaBatch
     def rows(at: list[int], part: int) -> pa.Table:
         return pa.table(
             {
-                "topic": ["t"] * len(at),
+                "topic": pa.array(["t"] * len(at), pa.string()),
                 "partition": pa.array([part] * len(at), pa.int32()),
                 "offset": pa.array(at, pa.int64()),
             }
@@ -67,6 +68,43 @@ def test_rows_of_another_partition_break_the_rule():
         check_rule(batch(list(range(10)), [1, 2], partition=1), "s")
 
 
+def retyped(column: str, array: pa.Array) -> KafkaBatch:
+    made = batch(list(range(3)), [0, 1, 2])
+    rows = made.rows.set_column(made.rows.schema.get_field_index(column), column, array)
+    return made.with_rows(rows)
+
+
+@pytest.mark.parametrize(
+    ("column", "array", "message"),
+    [
+        ("partition", pa.array([0.0, 0.0, 0.0]), "column partition became double"),
+        ("offset", pa.array([0.0, 1.0, 2.0]), "column offset became double"),
+        ("offset", pa.array(["0", "1", "2"]), "column offset became string"),
+        ("topic", pa.array([1, 1, 1]), "column topic became int64"),
+        ("topic", pa.array(["t", None, "t"]), "a row has no topic"),
+        ("offset", pa.array([0, None, 2], pa.int64()), "a row has no offset"),
+    ],
+)
+def test_coordinates_of_another_type_or_null_break_the_rule(column, array, message):
+    """They passed (0.0 == 0), and tables were made with a double partition column."""
+    with pytest.raises(StepRuleError, match=message):
+        check_rule(retyped(column, array), "s")
+
+
+def test_coordinates_widened_or_as_large_strings_land_in_their_table_types():
+    """What polars gives back (large strings) or a step widens (an int64 partition)."""
+    made = retyped("partition", pa.array([0, 0, 0], pa.int64()))
+    made = made.with_rows(made.rows.set_column(0, "topic", pa.array(["t"] * 3, pa.large_string())))
+    check_rule(made, "s")
+    rows = with_coordinate_types(made.rows)
+    assert [rows.schema.field(c).type for c in ("topic", "partition", "offset")] == [
+        pa.string(),
+        pa.int32(),
+        pa.int64(),
+    ]
+    assert rows["partition"].to_pylist() == [0, 0, 0]
+
+
 def typed_batch(kinds: pa.Array) -> KafkaBatch:
     """A batch as the JSON decoder makes it: raw records, and rows with a `type` column."""
     raw = raw_records([b"{}"] * len(kinds))
@@ -102,3 +140,19 @@ def test_routing_rows_that_have_no_such_column_yet_routes_them_as_nulls():
     assert (clicks.rows.num_rows, others.rows.num_rows) == (0, 3)
     (clicks,) = route("type", {"click": "clicks"})(without)
     assert clicks.dead is not None and clicks.dead["offset"].to_pylist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("tables", "default"),
+    [
+        ({"click": "clicks"}, ""),  # the unmatched rows went nowhere, silently
+        ({"click": ""}, None),
+        ({"click": "../outside"}, None),
+        ({"click": "_dead_letters"}, None),
+        ({"click": "_recovery"}, "others"),
+        ({"click": "clicks"}, " "),
+    ],
+)
+def test_routing_to_a_name_that_is_no_table_is_refused(tables, default):
+    with pytest.raises(ConfigError, match=r"route\('type', \.\.\.\): .* is not a table name"):
+        route("type", tables, default=default)

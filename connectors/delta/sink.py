@@ -26,8 +26,8 @@ from confluent_kafka import KafkaException
 from deltalake.exceptions import DeltaError
 
 from connectors import guarantees
-from connectors.batch import KafkaBatch, check_rule
-from connectors.config import ConfigError, Guarantee, Settings
+from connectors.batch import KafkaBatch, check_rule, with_coordinate_types
+from connectors.config import ConfigError, Guarantee, Settings, check_table_name
 from connectors.delta.buffer import Flush, TableBuffer
 from connectors.delta.commit_report import report_commit
 from connectors.delta.dead_letters import (
@@ -97,6 +97,7 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
             self._check_in_flight()
             for batch in values:
                 check_rule(batch, "before the sink")
+                batch = batch.with_rows(with_coordinate_types(batch.rows))
                 self._bind(batch.topic)
                 self._buffer.add(batch)
                 metrics.BUFFERED_ROWS.labels(batch.topic).set(self._buffer.row_count)
@@ -266,6 +267,9 @@ class DeltaSink(FixedPartitionedSink[KafkaBatch, None]):
         self._make_writer = make_writer
         self._shared = SharedClients(settings)
         per_topic = {t: list((tables or {}).get(t, [t])) for t in settings.topics}
+        for topic, names in (tables or {}).items():
+            for name in names:
+                check_table_name(name, f"DeltaSink(tables=...) for topic {topic}")
         self._tables = sorted({n for names in per_topic.values() for n in names})
         self._group_owners = {names[0] for names in per_topic.values() if names}
         routed = [t for t, ns in per_topic.items() if len(ns) > 1]
