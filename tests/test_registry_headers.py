@@ -25,6 +25,7 @@ def test_schema_ids_in_headers_land_and_a_malformed_header_is_a_dead_letter(
     readings, orders = topic_factory(1), topic_factory(1)
     framed = avro(schema_registry, readings, V1, [{"n": i} for i in range(4)])
     avro_items = [
+        (readings, 0, b"k", None, ()),  # a tombstone: the framed values are the non-null ones
         (readings, 0, b"k", framed[0], ()),  # prefix framing, for comparison
         (readings, 0, b"k", framed[1][5:], ((HEADER, framed[1][:5]),)),  # the id in a header
         (readings, 0, b"k", framed[2][5:], ((HEADER, b"\x07" + framed[2][1:5]),)),  # bad magic
@@ -46,13 +47,14 @@ def test_schema_ids_in_headers_land_and_a_malformed_header_is_a_dead_letter(
     result = run_job(env, None, flow=FLOW)
 
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [(r["offset"], r["n"]) for r in table_rows(root, readings)] == [(0, 0), (1, 1)]
+    got = [(r["offset"], r["n"]) for r in table_rows(root, readings)]
+    assert got == [(0, None), (1, 0), (2, 1)]
     dead = {
         d["offset"]: (d["error_class"], d["error_message"]) for d in dead_letters(root, readings)
     }
-    assert {o: c for o, (c, _) in dead.items()} == {2: "BadFraming", 3: "BadFraming"}
-    assert f"unknown magic byte 7 in the {HEADER} header" in dead[2][1]
-    assert f"{HEADER} header of 2 bytes is too short for its magic byte 0" in dead[3][1]
+    assert {o: c for o, (c, _) in dead.items()} == {3: "BadFraming", 4: "BadFraming"}
+    assert f"unknown magic byte 7 in the {HEADER} header" in dead[3][1]
+    assert f"{HEADER} header of 2 bytes is too short for its magic byte 0" in dead[4][1]
     assert dead_letters(root, orders) == []
     got = [(r["offset"], r["id"], r["item"]) for r in table_rows(root, orders)]
     assert got == [(i, i, f"item-{i}") for i in range(3)]

@@ -120,7 +120,7 @@ class ColumnDecoder:
         except UnsupportedSchema as exc:
             self._reject(split, rows, group_rows, "UnsupportedSchema", f"{self._what()}: {exc}")
             return []
-        raw = payloads(values, group_rows, group.prefix)
+        raw = payloads(values, group.rows, group.prefix)  # `values`: the framing's (non-null)
         try:
             parts = fmt.parts(raw)
         except ValueError as exc:
