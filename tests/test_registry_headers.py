@@ -17,6 +17,7 @@ from tests.registry_support import (
 from tests.test_registry_flow import V1
 
 HEADER = "__value_schema_id"
+Item = tuple[str, int, bytes, bytes | None, tuple[tuple[str, bytes], ...]]
 
 
 def test_schema_ids_in_headers_land_and_a_malformed_header_is_a_dead_letter(
@@ -24,7 +25,7 @@ def test_schema_ids_in_headers_land_and_a_malformed_header_is_a_dead_letter(
 ):
     readings, orders = topic_factory(1), topic_factory(1)
     framed = avro(schema_registry, readings, V1, [{"n": i} for i in range(4)])
-    avro_items = [
+    avro_items: list[Item] = [
         (readings, 0, b"k", None, ()),  # a tombstone: the framed values are the non-null ones
         (readings, 0, b"k", framed[0], ()),  # prefix framing, for comparison
         (readings, 0, b"k", framed[1][5:], ((HEADER, framed[1][:5]),)),  # the id in a header
@@ -35,7 +36,7 @@ def test_schema_ids_in_headers_land_and_a_malformed_header_is_a_dead_letter(
     messages = [cls(id=i, item=f"item-{i}") for i in range(3)]
     proto = protobuf(schema_registry, orders, messages)
     assert proto[0][5:7] == b"\x02\x02"  # message indexes [1]: Order is the file's 2nd message
-    proto_items = [
+    proto_items: list[Item] = [
         (orders, 0, b"k", proto[0], ()),
         (orders, 0, b"k", proto[1][7:], ((HEADER, proto[1][:7]),)),  # indexes go in the header
         (orders, 0, b"k", proto[2][7:], ((HEADER, proto[2][:7]),)),
@@ -56,5 +57,5 @@ def test_schema_ids_in_headers_land_and_a_malformed_header_is_a_dead_letter(
     assert f"unknown magic byte 7 in the {HEADER} header" in dead[3][1]
     assert f"{HEADER} header of 2 bytes is too short for its magic byte 0" in dead[4][1]
     assert dead_letters(root, orders) == []
-    got = [(r["offset"], r["id"], r["item"]) for r in table_rows(root, orders)]
-    assert got == [(i, i, f"item-{i}") for i in range(3)]
+    orders_got = [(r["offset"], r["id"], r["item"]) for r in table_rows(root, orders)]
+    assert orders_got == [(i, i, f"item-{i}") for i in range(3)]
