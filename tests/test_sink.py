@@ -19,9 +19,9 @@ def test_rows_already_dead_letters_stay_dead_letters(tmp_path: Path) -> None:
     dead.write_exactly_once(dead_letters(earlier, "TypeConflict", "was a conflict"))
 
     replayed = records(0, 0, 9)
-    kept = without_dead_letters(TOPIC, dead.current(), replayed)
+    kept = without_dead_letters([TOPIC], dead.current(), replayed)
     assert kept["offset"].to_pylist() == [0, 1, 2, 3, 4, 6, 7, 8, 9]
     # Other partitions and offsets above the dead-letter marker are untouched.
     other = records(1, 0, 9)
-    assert without_dead_letters(TOPIC, dead.current(), other).num_rows == 10
-    assert without_dead_letters(TOPIC, dead.current(), records(0, 6, 9)).num_rows == 4
+    assert without_dead_letters([TOPIC], dead.current(), other).num_rows == 10
+    assert without_dead_letters([TOPIC], dead.current(), records(0, 6, 9)).num_rows == 4

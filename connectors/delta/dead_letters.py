@@ -8,7 +8,7 @@ before the main table, so after any crash each offset is in exactly one of the t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -35,6 +35,12 @@ DEAD_LETTER_SCHEMA = pa.schema(
 
 def dead_letter_uri(table_root: str, topic: str) -> str:
     return f"{table_root}/{DEAD_LETTER_DIR}/{topic}"
+
+
+def dead_letter_marker_key(topic: str, table: str) -> str:
+    """Whose markers a dead-letter commit moves: the topic's own table keeps the topic's; each
+    routed table keeps its own (one set for all would drop one table's letters as the other's)."""
+    return topic if table == topic else f"{topic}@{table}"
 
 
 @dataclass
@@ -140,7 +146,9 @@ def reject_oversized(split: Split, raw: pa.Table, max_bytes: int) -> pa.Table:
     return split.reject(raw, too_large, "RecordTooLarge", reasons)
 
 
-def without_dead_letters(topic: str, dead_table: DeltaTable | None, rows: pa.Table) -> pa.Table:
+def without_dead_letters(
+    marker_keys: Sequence[str], dead_table: DeltaTable | None, rows: pa.Table
+) -> pa.Table:
     """Drop rows whose offsets the dead-letter table already holds.
 
     Only possible after a crash between the two commits of a flush: the replay may batch records
@@ -153,7 +161,10 @@ def without_dead_letters(topic: str, dead_table: DeltaTable | None, rows: pa.Tab
     lowest = dict(
         zip(grouped["partition"].to_pylist(), grouped["offset_min"].to_pylist(), strict=True)
     )
-    dead_marks = table_markers(dead_table, topic, lowest)
+    dead_marks: dict[int, int] = {}
+    for key in marker_keys:  # this writer's, and the topic's (letters made before a route)
+        for partition, mark in table_markers(dead_table, key, lowest).items():
+            dead_marks[partition] = max(mark, dead_marks.get(partition, -1))
     suspects = {p: m for p, m in dead_marks.items() if lowest[p] <= m}
     if not suspects:
         return rows
@@ -171,7 +182,7 @@ def without_dead_letters(topic: str, dead_table: DeltaTable | None, rows: pa.Tab
             if count:
                 log.warning(
                     "%s: %d record(s) already dead letters from before a restart stay there",
-                    topic,
+                    marker_keys[0],
                     count,
                 )
                 rows = rows.filter(pc.invert(clash))

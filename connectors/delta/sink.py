@@ -18,9 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Protocol
 
-import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaException
 from deltalake.exceptions import DeltaError
@@ -28,16 +26,14 @@ from deltalake.exceptions import DeltaError
 from connectors import guarantees
 from connectors.batch import KafkaBatch, check_rule, with_coordinate_types
 from connectors.config import ConfigError, Guarantee, Settings, check_table_name
+from connectors.delta import markers as offsets
 from connectors.delta.buffer import Flush, TableBuffer
 from connectors.delta.commit_report import report_commit
-from connectors.delta.dead_letters import (
-    DEAD_LETTER_SCHEMA,
-    dead_letter_uri,
-    without_dead_letters,
-)
-from connectors.delta.markers import Mark
+from connectors.delta.dead_letters import dead_letter_uri, without_dead_letters
+from connectors.delta.routed_tables import prepare_routed_tables
 from connectors.delta.shared_clients import SharedClients
 from connectors.delta.table_writer import CommitResult, DeltaTableWriter
+from connectors.delta.writers import TableWriter, WriterFactory, dead_letter_writer, table_writer
 from connectors.errors import (
     ConcurrentWriteError,
     TableWriteError,
@@ -45,26 +41,11 @@ from connectors.errors import (
     fail_at_exit,
 )
 from connectors.kafka import topic_ids
+from connectors.kafka.client import list_partitions
 from connectors.ops import metrics
 from connectors.ops.progress import PROGRESS
 
 log = logging.getLogger(__name__)
-
-
-class TableWriter(Protocol):
-    """Commits rows to one table: `DeltaTableWriter` (append), `StateTableWriter` (MERGE)."""
-
-    uri: str
-
-    def write_exactly_once(
-        self, batch: pa.Table, marks: Mapping[int, Mark] | None = None
-    ) -> CommitResult: ...
-
-    def append(self, batch: pa.Table) -> CommitResult: ...
-
-
-WriterFactory = Callable[[str, str], TableWriter]
-"""Builds the writer of one table from its URI and topic (default: append tables)."""
 
 
 class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
@@ -188,7 +169,9 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
             if exactly_once:
                 if flush.dead.num_rows:
                     dead_result = dead_writer.write_exactly_once(flush.dead)
-                rows = without_dead_letters(topic, dead_writer.current(), flush.rows)
+                rows = without_dead_letters(
+                    [dead_writer.marker_key, topic], dead_writer.current(), flush.rows
+                )
                 return writer.write_exactly_once(rows, flush.marks)
             if flush.dead.num_rows:
                 dead_result = dead_writer.append(flush.dead)
@@ -224,27 +207,8 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
 
     def _writers(self, topic: str) -> tuple[TableWriter, DeltaTableWriter]:
         if self._writer is None or self._dead is None:
-            settings = self._settings
-            if self._make_writer is not None:
-                self._writer = self._make_writer(self._uri, topic)
-            else:
-                self._writer = DeltaTableWriter(
-                    self._uri,
-                    topic,
-                    settings.storage_options,
-                    settings.commit_retries,
-                    schema=None,
-                    maintenance=settings.maintenance(),
-                    topic_id=topic_ids.KNOWN.get(topic),
-                )
-            self._dead = DeltaTableWriter(
-                dead_letter_uri(settings.table_root, topic),
-                topic,
-                settings.storage_options,
-                settings.commit_retries,
-                schema=DEAD_LETTER_SCHEMA,
-                maintenance=settings.maintenance(),
-            )
+            self._writer = table_writer(self._settings, self._make_writer, self._uri, topic)
+            self._dead = dead_letter_writer(self._settings, topic, self._name)
         return self._writer, self._dead
 
 
@@ -278,6 +242,17 @@ class DeltaSink(FixedPartitionedSink[KafkaBatch, None]):
                 f"WAXLAKE_GUARANTEE={settings.guarantee.value}: topic(s) {', '.join(routed)} "
                 "land in several tables, whose group offsets would move each other; routing "
                 "needs exactly-once (each table keeps its own markers)"
+            )
+        if routed:
+            prepare_routed_tables(
+                {t: per_topic[t] for t in routed},
+                list_partitions(settings, admin=self._shared.admin()),
+                lambda name: offsets.open_table(settings.table_uri(name), settings.storage_options),
+                lambda name, topic: (
+                    table_writer(
+                        settings, make_writer, settings.table_uri(name), topic
+                    ).write_exactly_once
+                ),
             )
         metrics.declare_topics(sorted(settings.topics))
 

@@ -37,8 +37,8 @@ from connectors.delta import markers as offsets
 from connectors.delta.conflicts import retry_conflicts
 from connectors.delta.handle import TableHandle
 from connectors.delta.maintenance import MaintenancePolicy
-from connectors.delta.sink import WriterFactory
 from connectors.delta.table_writer import CommitResult, above_markers
+from connectors.delta.writers import WriterFactory
 from connectors.kafka import topic_ids
 from connectors.kafka.records import SCHEMA
 

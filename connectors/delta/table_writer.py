@@ -26,6 +26,8 @@ from connectors.delta.parquet_files import ParquetAppender, fitted
 from connectors.kafka import topic_ids
 from connectors.kafka.records import PARTITION_COLUMNS, SCHEMA
 
+COORDINATES_SCHEMA = pa.schema([SCHEMA.field(n) for n in ("topic", "partition", "offset")])
+
 log = logging.getLogger(__name__)
 
 
@@ -54,12 +56,17 @@ class DeltaTableWriter:
         schema: pa.Schema | None = SCHEMA,
         maintenance: MaintenancePolicy | None = None,
         topic_id: str | None = None,
+        marker_key: str | None = None,
     ) -> None:
         """`schema`: the fixed schema rows are cast to; None lets the table's schema grow with
         new columns (additive evolution, for decoded tables). `topic_id`: the Kafka topic ID the
-        table is filled from, stamped on it (None: the broker has none, or not a topic's table)."""
+        table is filled from, stamped on it (None: the broker has none, or not a topic's table).
+        `marker_key`: the name the markers are kept under (default: the topic); a dead-letter
+        table that several routed tables write keeps one set per writer, since each set drops
+        the rows at or below it as already there."""
         self.uri = uri
         self.topic = topic
+        self.marker_key = marker_key or topic
         self.schema = schema
         policy = maintenance or MaintenancePolicy()
         self._handle = TableHandle(uri, storage_options, policy)
@@ -97,9 +104,12 @@ class DeltaTableWriter:
             nonlocal batch
             table = self._handle.current()
             if table is None:
-                if not batch.num_columns:  # nothing to land yet, no columns to create
+                if not batch.num_columns and marks is None:  # nothing to land, nothing to mark
                     return CommitResult(0, 0, None, attempt)
-                table = self._create(batch.schema)
+                # Markers without rows (all dead letters, or filtered out) need a table too, or
+                # the offsets they cover would be read again at every start: the coordinates
+                # make one, the first rows add their columns.
+                table = self._create(batch.schema if batch.num_columns else self._bare_schema())
             if not batch.num_columns:  # only markers to move (every record went elsewhere)
                 batch = pa.schema(table.schema().to_arrow()).empty_table()
             table = self._handle.admit(table, batch.schema)
@@ -119,6 +129,9 @@ class DeltaTableWriter:
         topic_ids.stamp(table, self.topic, self._topic_id)
         self._topic_id_checked = True
 
+    def _bare_schema(self) -> pa.Schema:
+        return self.schema if self.schema is not None else COORDINATES_SCHEMA
+
     def _create(self, schema: pa.Schema) -> DeltaTable:
         """Create the table empty; rows always go through the marker-checked path.
 
@@ -132,7 +145,7 @@ class DeltaTableWriter:
     def _upsert(
         self, table: DeltaTable, batch: pa.Table, marks: Mapping[int, offsets.Mark], attempt: int
     ) -> CommitResult:
-        markers = offsets.table_markers(table, self.topic, marks)
+        markers = offsets.table_markers(table, self.marker_key, marks)
         # Markers only grow: a partition whose marker is already at or past the flush moves not.
         moving = {p: m for p, m in marks.items() if p not in markers or m.last_offset > markers[p]}
         fresh = above_markers(batch, markers)
@@ -162,7 +175,7 @@ class DeltaTableWriter:
         of the flush went to the dead letters, or a step filtered them): an empty commit."""
         if batch.num_rows == 0 and not marks:
             return CommitResult(0, 0, table.version(), attempt)
-        commit = offsets.marker_commit(self.topic, marks) if marks else None
+        commit = offsets.marker_commit(self.marker_key, marks) if marks else None
         table_schema = pa.schema(table.schema().to_arrow())
         rows = fitted(table, batch, table_schema)
         if rows is not None:
@@ -181,7 +194,7 @@ class DeltaTableWriter:
 
     def _merge(self, table: DeltaTable, rows: pa.Table, partition: int, mark: offsets.Mark) -> int:
         """Insert the rows of a partition that has rows but no marker, where not matched."""
-        commit = offsets.marker_commit(self.topic, {partition: mark})
+        commit = offsets.marker_commit(self.marker_key, {partition: mark})
         if rows.num_rows == 0:
             write_deltalake(table, rows, mode="append", commit_properties=commit)
             self._handle.committed(table)

@@ -137,20 +137,23 @@ class StartResolver:
     def _lowest_marker(
         self, topic: str, partition: int
     ) -> tuple[int | None, tuple[int, int] | None, bool]:
-        """The lowest marker of the topic's tables that have one, its last record read, and
-        whether `waxlake move-marker` set it."""
+        """The lowest marker of the topic's tables, its last record read, and whether `waxlake
+        move-marker` set it. A table without one (or without the table) has landed nothing of
+        the partition, so neither has the topic: no marker (a routed topic's tables all exist
+        from the start, `routed_tables`, so this is not a table that merely had no rows yet)."""
         found = []
         for name in self._tables[topic]:
             table = self._table(name)
-            if table is None:
-                continue
-            marker = offsets.table_markers(table, topic, [partition]).get(partition)
-            if marker is not None:
-                fingerprint = offsets.table_fingerprint(table, topic, partition)
-                moved = offsets.was_moved(table, topic, partition, marker)
-                found.append((marker, fingerprint, moved))
-        if not found:
-            return None, None, False
+            marker = (
+                None
+                if table is None
+                else offsets.table_markers(table, topic, [partition]).get(partition)
+            )
+            if table is None or marker is None:
+                return None, None, False
+            fingerprint = offsets.table_fingerprint(table, topic, partition)
+            moved = offsets.was_moved(table, topic, partition, marker)
+            found.append((marker, fingerprint, moved))
         return min(found, key=lambda found: found[0])
 
     def _table(self, name: str) -> DeltaTable | None:
