@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from connectors.delta.maintenance import MaintenancePolicy
 from connectors.delta.parquet import check_compression
 
+ROOT_SCHEMES = ("file", "s3", "s3a", "gs", "az", "abfs", "abfss", "adl", "azure")
+"""Object stores (and file://) a table root may be on: those delta-rs's Python package reads."""
+
 
 class Guarantee(StrEnum):
     """Delivery guarantee: where the consumer position moves relative to the table write."""
@@ -124,6 +127,14 @@ class Settings(BaseSettings):
             raise ValueError(f"{', '.join(repeated)} is named twice")
         return names
 
+    @field_validator("bootstrap_servers", "group_id")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        """librdkafka aborts the process on an empty group id (no error to catch)."""
+        if not value.strip():
+            raise ValueError("empty; give a name")
+        return value.strip()
+
     @field_validator("log_level", "bytewax_log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -137,6 +148,14 @@ class Settings(BaseSettings):
     @field_validator("table_root")
     @classmethod
     def _strip_root(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].lower() if "://" in value else None
+        if scheme is not None and scheme not in ROOT_SCHEMES:
+            raise ValueError(
+                f"{scheme}:// is not a storage delta-rs writes to; give a local directory or "
+                f"a URI of {', '.join(s + '://' for s in ROOT_SCHEMES)}"
+            )
+        if scheme is None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", value):
+            raise ValueError(f"{value} looks like a URI with a '/' missing (e.g. s3://bucket/lake)")
         return value.rstrip("/") if value not in ("", "/") else value
 
     @field_validator("parquet_compression")
@@ -209,7 +228,9 @@ def env_names() -> dict[str, str]:
 
 
 def _env_name(field: str) -> str:
-    return env_names().get(field, f"WAXLAKE_{field.upper()}")
+    """The variable of a field (pydantic names an aliased field by its alias already)."""
+    names = env_names()
+    return field if field in names.values() else names.get(field, f"WAXLAKE_{field.upper()}")
 
 
 TOOL_VARIABLES = {
@@ -222,6 +243,7 @@ TOOL_VARIABLES = {
     "WAXLAKE_REGISTRY_MVN",
     "WAXLAKE_CRASH_SEED",
     "WAXLAKE_TEST_STEP",
+    "WAXLAKE_TEST_BUYS",
 }
 """Variables of the local brokers and the tests (README, "Tests"), not job settings."""
 

@@ -98,6 +98,16 @@ def bad_configs(topic: str, tmp_path: Path) -> dict[str, tuple[dict[str, str], s
             "WAXLAKE_TABLE_ROOT: cannot write to",
         ),
         "no-root": ({"WAXLAKE_TABLE_ROOT": ""}, "WAXLAKE_TABLE_ROOT is not set"),
+        "root-scheme": (
+            {"WAXLAKE_TABLE_ROOT": "htps://bucket/lake"},
+            "WAXLAKE_TABLE_ROOT: htps:// is not a storage delta-rs writes to",
+        ),
+        "root-slash": (
+            {"WAXLAKE_TABLE_ROOT": "s3:/bucket/lake"},
+            "WAXLAKE_TABLE_ROOT: s3:/bucket/lake looks like a URI with a '/' missing",
+        ),
+        "empty-group": ({"WAXLAKE_GROUP_ID": " "}, "WAXLAKE_GROUP_ID: empty; give a name"),
+        "empty-brokers": ({"KAFKA_BOOTSTRAP_SERVERS": ""}, "KAFKA_BOOTSTRAP_SERVERS: empty"),
         "batch-rows": ({"WAXLAKE_MAX_BATCH_ROWS": "0"}, "WAXLAKE_MAX_BATCH_ROWS:"),
         "codec-level": (
             {"WAXLAKE_PARQUET_COMPRESSION": "snappy:1"},
