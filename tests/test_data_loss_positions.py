@@ -112,3 +112,27 @@ def test_move_marker_moves_the_group_offsets_of_the_other_guarantees(
     ahead = move_marker(env, root, topic, "--next-offset", "900", "--reason", "skip")
     assert ahead.returncode == 0, ahead.stderr
     assert gaps(root, topic) == [(0, 800, 899)]
+
+
+def test_move_marker_changes_nothing_for_a_partition_or_broker_it_cannot_check(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """A partition the topic lacks got a marker and a gap; with Kafka unreachable the gap was
+    recorded, then the group commit failed with a traceback: offsets landed and 'lost' both."""
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root, "at-least-once")
+    produce(kafka_bootstrap, simple_items(topic, 1, 10))
+    assert run_job(env, None).returncode == 0
+
+    bogus = move_marker(env, root, topic, "--partition", "99", "--next-offset", "500")  # last wins
+    dead_broker = move_marker(
+        {**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, root, topic, "--next-offset", "500"
+    )
+
+    assert bogus.returncode == 1
+    assert f"topic {topic} has partitions 0..0, not 99" in last_line(bogus.stderr)
+    assert dead_broker.returncode == 2
+    assert f"cannot check {topic}[0] on the broker" in last_line(dead_broker.stderr)
+    assert gaps(root, topic) == []
+    assert DeltaTable(str(root / topic)).transaction_version(f"waxlake:{topic}:0:moved") is None

@@ -29,12 +29,17 @@ KNOWN: dict[str, str | None] = {}
 """Topic -> ID as the broker reported it at start-up (None: no ID), for the table writers."""
 
 
-def broker_topic_ids(admin: AdminClient, topics: list[str]) -> dict[str, str | None]:
-    """Each topic's ID from the broker; None where it reports none (or cannot describe)."""
+def broker_topic_ids(
+    admin: AdminClient, topics: list[str], strict: bool = False
+) -> dict[str, str | None]:
+    """Each topic's ID from the broker; None where it reports none (or cannot describe, unless
+    `strict`: then a broker that does not answer raises KafkaException)."""
     try:
         futures = admin.describe_topics(TopicCollection(topics), request_timeout=15)
         described = {topic: future.result() for topic, future in futures.items()}
     except (KafkaException, NotImplementedError, TypeError) as exc:
+        if strict and isinstance(exc, KafkaException):
+            raise
         log.info("could not describe topics for their IDs (%s); topic IDs are not checked", exc)
         return dict.fromkeys(topics)
     ids: dict[str, str | None] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 import pyarrow as pa
+from confluent_kafka import KafkaException
 from deltalake import DeltaTable, write_deltalake
 
 from connectors.config import ConfigError, Guarantee, Settings
@@ -24,7 +25,7 @@ from connectors.delta import markers as offsets
 from connectors.delta.dead_letters import dead_letter_uri
 from connectors.delta.gaps import Gap, GapLog
 from connectors.kafka import topic_ids
-from connectors.kafka.client import make_admin, make_consumer
+from connectors.kafka.client import list_partitions, make_admin, make_consumer
 from connectors.kafka.group_offsets import commit_group_offsets
 from connectors.ops.command import CommandError, command_settings
 from connectors.ops.recovery_backup import stores_at_root
@@ -43,7 +44,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     move.add_argument("--next-offset", type=int, required=True, help="the next offset to land")
     move.add_argument("--reason", default="", help="recorded with a skipped range")
     move.add_argument("--root", help="table root (default: $WAXLAKE_TABLE_ROOT)")
-    move.add_argument("--bootstrap-servers", help="for --adopt-topic-id")
+    move.add_argument(
+        "--bootstrap-servers",
+        help="default: $KAFKA_BOOTSTRAP_SERVERS (the partition is checked there)",
+    )
     move.add_argument(
         "--adopt-topic-id",
         action="store_true",
@@ -60,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     settings = command_settings(table_root=args.root, bootstrap_servers=args.bootstrap_servers)
     topic, partition, target = args.topic, args.partition, args.next_offset
     uri = settings.table_uri(args.table or topic)
-    if target < 0:
-        raise CommandError("--next-offset must be 0 or more")
+    if target < 0 or partition < 0:
+        raise CommandError("--next-offset and --partition must be 0 or more")
     table = offsets.open_table(uri, settings.storage_options)
     if table is None:
         raise CommandError(f"no Delta table for topic {topic} at {uri}")
@@ -76,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
             f"{settings.table_root}/_recovery first (the group's offsets take over), then "
             "run this again"
         )
+    _check_partition(settings, topic, partition)
+    adopted = _topic_id(settings, topic) if args.adopt_topic_id else None
     landed = -1
     for where in (uri, dead_letter_uri(settings.table_root, topic)):
         highest = _highest_row(settings, where, partition)
@@ -90,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
             )
     marker = offsets.table_markers(table, topic, [partition]).get(partition)
     skipped_from = max(landed, -1 if marker is None else marker) + 1
+    if by_group:  # Kafka first: a failure here leaves the table as it was
+        _commit_group(settings, topic, partition, target)
     if target > skipped_from:
         reason = "skipped on purpose with waxlake move-marker" + (
             f": {args.reason}" if args.reason else ""
@@ -97,14 +105,7 @@ def run(args: argparse.Namespace) -> int:
         gap = Gap(topic, partition, skipped_from, target - 1, reason)
         GapLog(settings.table_root, topic, settings.storage_options).record(gap, "operator")
     if args.adopt_topic_id:
-        _adopt(settings, table, topic)
-    if by_group:
-        consumer = make_consumer(settings, what=f"move-marker {topic}[{partition}]")
-        try:
-            commit_group_offsets(consumer, topic, {partition: target})
-        finally:
-            consumer.close()
-        print(f"group {settings.group_id}: {topic}[{partition}] resumes at offset {target}")
+        _adopt(table, topic, adopted)
     _set_marker(table, topic, partition, target - 1, by_group)
     print(
         f"{uri}: partition {partition} resumes at offset {target} "
@@ -113,8 +114,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _adopt(settings: Settings, table: DeltaTable, topic: str) -> None:
-    current = topic_ids.broker_topic_ids(make_admin(settings), [topic]).get(topic)
+def _check_partition(settings: Settings, topic: str, partition: int) -> None:
+    """The topic has the partition on the broker (a typo would record a gap of a partition
+    that does not exist); the broker must answer."""
+    try:
+        found = list_partitions(settings.model_copy(update={"topics": [topic]}))[topic]
+    except ConfigError as exc:
+        raise CommandError(f"cannot check {topic}[{partition}] on the broker: {exc}") from None
+    if partition not in found:
+        raise CommandError(
+            f"topic {topic} has partitions {found[0]}..{found[-1]}, not {partition}", code=1
+        )
+
+
+def _topic_id(settings: Settings, topic: str) -> str | None:
+    """The topic's ID now, for `--adopt-topic-id`; an unanswered request is an error, not
+    "no ID" (the table would keep the old topic's, and the job refuse to start again)."""
+    try:
+        ids = topic_ids.broker_topic_ids(make_admin(settings), [topic], strict=True)
+    except KafkaException as exc:
+        raise CommandError(
+            f"--adopt-topic-id: the broker at {settings.bootstrap_servers} did not tell the ID "
+            f"of {topic} ({exc.args[0].str()}); nothing was changed"
+        ) from None
+    return ids.get(topic)
+
+
+def _commit_group(settings: Settings, topic: str, partition: int, target: int) -> None:
+    consumer = make_consumer(settings, what=f"move-marker {topic}[{partition}]")
+    try:
+        commit_group_offsets(consumer, topic, {partition: target})
+    except KafkaException as exc:
+        raise CommandError(
+            f"could not move the offset of group {settings.group_id} ({exc.args[0].str()}); "
+            "nothing was changed: run this again when Kafka answers"
+        ) from None
+    finally:
+        consumer.close()
+    print(f"group {settings.group_id}: {topic}[{partition}] resumes at offset {target}")
+
+
+def _adopt(table: DeltaTable, topic: str, current: str | None) -> None:
     if current is None:
         print(f"the broker reports no topic ID for {topic}: nothing to adopt")
         return
