@@ -257,7 +257,8 @@ def test_a_stateful_step_keeps_its_state_when_the_disk_is_lost(
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
         kill_if_running(proc)
-    assert any(k.endswith("_recovery/part-0.sqlite3") for k in s3_root.server.keys(s3_root.bucket))
+    backup = f"_recovery/{env['WAXLAKE_GROUP_ID']}/part-0.sqlite3"  # a folder per job
+    assert any(k.endswith(backup) for k in s3_root.server.keys(s3_root.bucket))
     for part in recovery.iterdir():
         part.unlink()
     recovery.rmdir()
@@ -270,3 +271,10 @@ def test_a_stateful_step_keeps_its_state_when_the_disk_is_lost(
     table = s3_root.read(topic).sort("offset")
     assert table["offset"].to_list() == list(range(150))
     assert table["seen"].to_list() == list(range(150)), "the count started over: state lost"
+    # Another job on the same root restores nothing of this one's (it failed on its store).
+    neighbour = topic_factory(1)
+    produce(kafka_bootstrap, [(neighbour, 0, None, b"v", ())])
+    other_env = s3_job_env(kafka_bootstrap, [neighbour], s3_root, "settings")
+    other = run_job(other_env, tmp_path / "other-recovery", flow="tests.flows.counting:flow")
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "restored recovery partitions" not in other.stderr

@@ -6,6 +6,8 @@ import pytest
 
 from connectors.config import ConfigError
 from connectors.ops.recovery import prepare_recovery_dir
+from tests.jobs import job_env, produce, run_job, simple_items
+from tests.test_data_loss import last_line
 
 
 def parts(directory) -> list[str]:
@@ -51,3 +53,21 @@ def test_not_a_store(tmp_path):
     (tmp_path / "part-0.sqlite3").write_bytes(b"not sqlite")
     with pytest.raises(ConfigError, match="cannot read the recovery store"):
         prepare_recovery_dir(tmp_path, 1)
+
+
+def test_a_store_with_positions_of_a_topic_the_job_does_not_read_is_refused(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """A topic removed from WAXLAKE_TOPICS, or another job's store: Bytewax stopped with 'Key
+    StateKey(...) is not in this worker's routing map', an unexpected RuntimeError."""
+    first, second = topic_factory(1), topic_factory(1)
+    recovery = tmp_path / "recovery"
+    produce(kafka_bootstrap, simple_items(first, 1, 5))
+    assert run_job(job_env(kafka_bootstrap, [first], tmp_path / "a"), recovery).returncode == 0
+
+    other = run_job(job_env(kafka_bootstrap, [second], tmp_path / "b"), recovery)
+
+    assert other.returncode == 2, other.stderr[-3000:]
+    line = last_line(other.stderr)
+    assert f"the recovery store in {recovery} holds the positions of topic(s) {first}" in line
+    assert f"delete {recovery} to start the store afresh" in line

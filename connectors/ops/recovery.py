@@ -102,3 +102,25 @@ def _initialise(directory: Path, partitions: int, mine: set[int]) -> None:
     log.info(
         "initialised recovery store %s: partitions %s of %d", directory, sorted(mine), partitions
     )
+
+
+_SOURCE_KEY = re.compile(r"^(.+)#(\d+)$")
+"""State keys of the Kafka source's partitions: `<topic>#<partition>`."""
+
+
+def foreign_topics(directory: Path, topics: list[str]) -> list[str]:
+    """Topics the store holds source positions of that this job does not read: a topic removed
+    from WAXLAKE_TOPICS, or another job's store (Bytewax itself stops on them with `Key ... is
+    not in this worker's routing map`)."""
+    found: set[str] = set()
+    for part in sorted(directory.glob("part-*.sqlite3")):
+        try:
+            with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+                keys = [row[0] for row in db.execute("SELECT DISTINCT state_key FROM snaps")]
+        except sqlite3.Error:
+            continue  # prepare_recovery_dir says what is wrong with it
+        for key in keys:
+            match = _SOURCE_KEY.match(key)
+            if match and match.group(1) not in topics:
+                found.add(match.group(1))
+    return sorted(found)

@@ -1,7 +1,8 @@
 """Bytewax's recovery store next to the table on object storage: kept local, backed up.
 
 Bytewax keeps its recovery store in SQLite on local disk (it needs locks and a WAL), so with an
-`s3://` table root each process backs its share up to `<root>/_recovery/` every snapshot interval
+`s3://` table root each process backs its share up to `<root>/_recovery/<WAXLAKE_GROUP_ID>/` (one
+folder per job: jobs may share a root) every snapshot interval
 and once more when it stops, with SQLite's backup API (a consistent copy of a live WAL database,
 which a file copy is not), and restores it at start when its local directory holds none of it.
 This is what keeps the state of stateful steps (windows, joins, counters) when a pod loses its
@@ -18,6 +19,7 @@ import sqlite3
 import tempfile
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 from pyarrow import fs
 
@@ -56,7 +58,26 @@ def _filesystem(settings: Settings) -> tuple[fs.FileSystem, str]:
         endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
         scheme=scheme,
     )
-    return store, f"{root.split('://', 1)[1]}/{RECOVERY_DIR}"
+    return store, f"{root.split('://', 1)[1]}/{RECOVERY_DIR}/{quote(settings.group_id, safe='')}"
+
+
+def backup_uri(settings: Settings) -> str | None:
+    """Where this job's recovery store is backed up (None: a local root, no backup)."""
+    if not _is_remote(settings.table_root):
+        return None
+    _, remote = _filesystem(settings)
+    return f"s3://{remote}"
+
+
+def _parts(store: fs.FileSystem, remote: str) -> list[fs.FileInfo]:
+    """The backed-up partitions in `remote`, else in its parent (backups from before the
+    per-job folders)."""
+    for where in (remote, remote.rsplit("/", 1)[0]):
+        found = store.get_file_info(fs.FileSelector(where, allow_not_found=True))
+        parts = [info for info in found if _PART.match(info.base_name)]
+        if parts:
+            return parts
+    return []
 
 
 def stores_at_root(settings: Settings) -> list[str]:
@@ -66,8 +87,7 @@ def stores_at_root(settings: Settings) -> list[str]:
         local = Path(settings.table_root.removeprefix("file://")) / RECOVERY_DIR
         return sorted(str(part) for part in local.glob("part-*.sqlite3"))
     store, remote = _filesystem(settings)
-    found = store.get_file_info(fs.FileSelector(remote, allow_not_found=True))
-    return sorted(f"s3://{info.path}" for info in found if _PART.match(info.base_name))
+    return sorted(f"s3://{info.path}" for info in _parts(store, remote))
 
 
 def restore(settings: Settings, directory: Path, mine: set[int]) -> list[int]:
@@ -78,16 +98,19 @@ def restore(settings: Settings, directory: Path, mine: set[int]) -> list[int]:
     ):
         return []
     store, remote = _filesystem(settings)
-    found = store.get_file_info(fs.FileSelector(remote, allow_not_found=True))
     restored = []
     directory.mkdir(parents=True, exist_ok=True)
-    for info in found:
+    for info in _parts(store, remote):
         match = _PART.match(info.base_name)
         if match and int(match.group(1)) in mine:
             fs.copy_files(info.path, str(directory / info.base_name), source_filesystem=store)
             restored.append(int(match.group(1)))
     if restored:
-        log.warning("restored recovery partitions %s from s3://%s", sorted(restored), remote)
+        log.warning(
+            "restored recovery partitions %s from s3://%s",
+            sorted(restored),
+            info.path.rsplit("/", 1)[0],
+        )
     return sorted(restored)
 
 

@@ -26,7 +26,7 @@ from connectors.kafka.partition_watch import watch_partitions
 from connectors.kafka.topic_ids import check_topic_ids
 from connectors.ops import recovery_backup
 from connectors.ops.move_marker import check_moves_reached_the_group
-from connectors.ops.recovery import prepare_recovery_dir, share
+from connectors.ops.recovery import foreign_topics, prepare_recovery_dir, share
 from connectors.ops.shutdown import install_signal_handlers
 
 log = logging.getLogger("waxlake")
@@ -113,6 +113,16 @@ def preflight(settings: Settings) -> dict[str, list[int]]:
         prepare_recovery_dir(
             recovery_dir, settings.recovery_partitions, process_id=process_id, processes=processes
         )
+        if foreign := foreign_topics(recovery_dir, settings.topics):
+            backup = recovery_backup.backup_uri(settings)
+            raise ConfigError(
+                f"BYTEWAX_RECOVERY_DIRECTORY: the recovery store in {recovery_dir} holds the "
+                f"positions of topic(s) {', '.join(foreign)}, which this job does not read (a "
+                "topic removed from WAXLAKE_TOPICS, or another job's store): delete "
+                f"{recovery_dir}{f' and {backup}' if backup else ''} to start the store afresh "
+                "(under exactly-once the tables' markers keep every position), or give this "
+                "job a recovery directory (and WAXLAKE_GROUP_ID) of its own"
+            )
         recovery_backup.start_backups(settings, recovery_dir, max(interval, 1.0))
     return partitions
 
