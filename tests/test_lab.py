@@ -165,3 +165,65 @@ def test_a_broker_that_does_not_answer_is_one_line(capsys, monkeypatch):
     assert code == 2
     assert err[-1].startswith(f"waxlake: error: --bootstrap-servers {where}: no Kafka broker")
     assert "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--batch-rows", "0", "--batch-rows must be positive"),  # it ran, then 'BROKEN'
+        ("--max-delay", "-1", "--max-delay cannot be negative"),  # a traceback mid-run
+        ("--epoch", "-1", "--epoch cannot be negative"),
+    ],
+)
+def test_bad_options_are_one_line_before_anything_runs(option, value, message, capsys):
+    code = main(["lab", "--broker", "tansu", option, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (code, err) == (2, [f"waxlake: error: {message}"])
+
+
+def test_a_workdir_that_is_a_file_is_one_line(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    code = main(["lab", "--broker", "tansu", "--workdir", str(tmp_path / "file")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (code, err) == (
+        2,
+        [f"waxlake: error: --workdir {tmp_path / 'file'}: give a new or empty directory"],
+    )
+
+
+def test_sigterm_stops_the_lab_with_its_jobs_and_broker(tmp_path):
+    """They ran on, orphaned (an unbounded job and a broker), when the lab was terminated."""
+    work = tmp_path / "work"
+    argv = [sys.executable, "-m", "connectors.ops.cli", "lab", "--broker", "tansu"]
+    argv += ["--records", "200000", "--kills", "3", "--workdir", str(work)]
+    log = tmp_path / "lab.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "job started, producing" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert "job started, producing" in log.read_text(), log.read_text()
+        proc.terminate()
+        code = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 143, log.read_text()[-3000:]
+    assert log.read_text().strip().splitlines()[-1].startswith("waxlake: error: stopped by SIGTERM")
+    assert _processes_mentioning(str(work)) == []
+    broker = log.read_text().split(" at 127.0.0.1:", 1)[1].split()[0]
+    assert _processes_mentioning(f"127.0.0.1:{broker}") == []
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in words:
+            found.append(words)
+    return found

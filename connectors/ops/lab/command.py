@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -102,13 +103,19 @@ def add_parser(commands: Any) -> None:
 def _checked(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if args.plot is not None:
         plot.require()
-    for name in ("records", "size", "partitions"):
+    for name in ("records", "size", "partitions", "batch_rows"):
         if getattr(args, name) <= 0:
-            raise CommandError(f"--{name} must be positive")
-    if args.workdir is not None and args.workdir.exists() and any(args.workdir.iterdir()):
-        raise CommandError(f"--workdir {args.workdir} is not empty; give a new or empty directory")
-    if args.kills < 0 or args.rate < 0:
-        raise CommandError("--kills and --rate cannot be negative")
+            raise CommandError(f"--{name.replace('_', '-')} must be positive")
+    workdir = args.workdir
+    if (
+        workdir is not None
+        and workdir.exists()
+        and (not workdir.is_dir() or any(workdir.iterdir()))
+    ):
+        raise CommandError(f"--workdir {args.workdir}: give a new or empty directory")
+    for name in ("kills", "rate", "epoch", "max_delay"):
+        if getattr(args, name) < 0:
+            raise CommandError(f"--{name.replace('_', '-')} cannot be negative")
     kinds = [k.strip() for k in args.faults.split(",") if k.strip()] or ["sigkill"]
     guarantees = [g.strip() for g in args.guarantees.split(",") if g.strip()]
     wrong = [g for g in guarantees if g not in GUARANTEES]
@@ -161,8 +168,19 @@ def _say(prefix: str, started: float) -> Callable[[str], None]:
     return say
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds the lab, so its jobs are reaped and its broker stopped (they ran on,
+    orphaned, when the lab was simply killed); exit code 143, as for a process SIGTERM ends."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise CommandError("stopped by SIGTERM (its jobs and broker are stopped)", code=143)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def run(args: argparse.Namespace) -> int:
     kinds, guarantees = _checked(args)
+    _stop_on_sigterm()
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     rate = args.rate or max(1, round(args.records / max(10.0, SECONDS_PER_FAULT * args.kills)))
     started = time.monotonic()
@@ -225,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         print(heading)
         print(report.table(rows))
         if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
     if args.plot is not None:
         plot.draw(rows, heading, args.plot)
