@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -248,9 +249,12 @@ TOOL_VARIABLES = {
 """Variables of the local brokers and the tests (README, "Tests"), not job settings."""
 
 
-def unknown_settings(environ: Mapping[str, str] = os.environ) -> list[str]:
-    """One line per `WAXLAKE_*` variable no setting reads: a misspelt name would otherwise be
-    ignored silently (`WAXLAKE_GUARANTE=at-most-once` runs exactly-once)."""
+def unknown_settings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per `WAXLAKE_*` variable no setting reads, in the environment or `.env`: a
+    misspelt name would otherwise be ignored silently (`WAXLAKE_GUARANTE=at-most-once` runs
+    exactly-once)."""
+    if environ is None:
+        environ = {**{k: v or "" for k, v in dotenv_values(".env").items()}, **os.environ}
     known = set(env_names().values())
     lines = []
     for name in sorted(environ):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from connectors.config import unknown_settings
 from connectors.local_broker import free_port
 from tests.jobs import job_env, produce, read_table, run_job, simple_items
 
@@ -164,3 +165,13 @@ def test_misspelt_settings_are_named_and_upper_case_codecs_accepted(
     assert "consumer property" not in result.stderr, result.stderr[-3000:]
     assert read_table(root / topic).height == 10
     assert all(".zstd." in p.name for p in (root / topic).rglob("*.parquet"))
+
+
+def test_a_misspelt_setting_in_dotenv_is_warned_about_too(tmp_path, monkeypatch):
+    """`.env` is read like the environment, but only the environment's names were checked."""
+    (tmp_path / ".env").write_text("WAXLAKE_GUARANTE=at-most-once\nWAXLAKE_TOPICS=orders\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WAXLAKE_GUARANTE", raising=False)
+    assert unknown_settings() == [
+        "WAXLAKE_GUARANTE is not a waxlake setting (did you mean WAXLAKE_GUARANTEE?); it is ignored"
+    ]
