@@ -3,6 +3,7 @@
 The public API, for your own dataflows (README, "Write your own flow"):
 
     import bytewax.operators as op
+    import pyarrow.compute as pc
     from bytewax.dataflow import Dataflow
     from connectors import DeltaSink, KafkaSource, decode, destination, json_values, rows, start
 

@@ -175,3 +175,29 @@ def test_a_misspelt_setting_in_dotenv_is_warned_about_too(tmp_path, monkeypatch)
     assert unknown_settings() == [
         "WAXLAKE_GUARANTE is not a waxlake setting (did you mean WAXLAKE_GUARANTEE?); it is ignored"
     ]
+
+
+def test_settings_of_another_flow_are_warned_about(kafka_bootstrap, topic_factory, tmp_path):
+    """WAXLAKE_KEY_FIELDS for a flow that keeps no current state was ignored in silence."""
+    topic = topic_factory(1)
+    produce(kafka_bootstrap, simple_items(topic, 1, 5))
+    (tmp_path / "schema.json").write_text('{"n": "int64"}')
+    env = {
+        **job_env(kafka_bootstrap, [topic], tmp_path / "lake"),
+        "WAXLAKE_KEY_FIELDS": "id",
+        "WAXLAKE_SCHEMA": str(tmp_path / "schema.json"),
+    }
+
+    raw = run_job(env, None)
+    decoded = run_job(
+        {**env, "WAXLAKE_TABLE_ROOT": str(tmp_path / "typed")},
+        None,
+        flow="flows.json_to_delta:flow",
+    )
+
+    assert (raw.returncode, decoded.returncode) == (0, 0), raw.stderr[-3000:]
+    unread = "is set, but this flow does not read it"
+    assert f"WAXLAKE_KEY_FIELDS {unread}" in raw.stderr
+    assert f"WAXLAKE_SCHEMA {unread}" in raw.stderr
+    assert f"WAXLAKE_KEY_FIELDS {unread}" in decoded.stderr
+    assert "WAXLAKE_SCHEMA is set" not in decoded.stderr

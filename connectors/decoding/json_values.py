@@ -43,6 +43,7 @@ from connectors.decoding.schemas import (
     load_schema,
 )
 from connectors.delta.dead_letters import Split, reject_oversized
+from connectors.flow_settings import reads
 
 TOO_DEEP = f"the value is nested deeper than {MAX_DEPTH} levels"
 
@@ -247,6 +248,7 @@ def _classify(message: str) -> str:
 def json_values(settings: Settings) -> DecoderFactory:
     """JSON decoders, one per table. Checks the given schema (WAXLAKE_SCHEMA) and existing tables
     first; each decoder starts from both."""
+    reads("schema_spec")
     given = load_schema(settings.schema_spec) if settings.schema_spec else pa.schema([])
     starts: dict[str, pa.Schema] = {}
     for topic in settings.topics:

@@ -26,6 +26,7 @@ from connectors.decoding.state_changes import (
     key_columns,
 )
 from connectors.delta.markers import open_table
+from connectors.flow_settings import reads
 
 BUCKETS_PROPERTY = "waxlake.keyBuckets"
 """Table property: the WAXLAKE_KEY_BUCKETS a state table was created with."""
@@ -126,6 +127,7 @@ def _envelope(schema: pa.Schema) -> list[pa.Field]:
 def changes(settings: Settings) -> DecoderFactory:
     """Change decoders for current-state tables: the values decoded (JSON or registry), then
     keyed; checks the guarantee, the key fields and existing state tables first."""
+    reads("value_format", "key_fields", "cdc_format", "key_buckets", "registry_keys")
     if settings.guarantee is not Guarantee.EXACTLY_ONCE:
         raise ConfigError(
             f"WAXLAKE_GUARANTEE={settings.guarantee.value}: a current-state table is kept with "
@@ -153,6 +155,7 @@ def changes(settings: Settings) -> DecoderFactory:
             naming=NAMING.with_taken(OWN_COLUMNS),
         )
     else:
+        reads("schema_spec")
         given = load_schema(settings.schema_spec) if settings.schema_spec else None
         starts = {t: json_start(s, debezium) for t, s in schemas.items() if s is not None}
 

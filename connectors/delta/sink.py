@@ -40,6 +40,7 @@ from connectors.errors import (
     commit_failure,
     fail_at_exit,
 )
+from connectors.flow_settings import warn_unread
 from connectors.kafka import topic_ids
 from connectors.kafka.client import list_partitions
 from connectors.ops import metrics
@@ -254,6 +255,7 @@ class DeltaSink(FixedPartitionedSink[KafkaBatch, None]):
                     ).write_exactly_once
                 ),
             )
+        warn_unread(settings)
         metrics.declare_topics(sorted(settings.topics))
 
     def list_parts(self) -> list[str]:

@@ -39,6 +39,7 @@ from connectors.delta.handle import TableHandle
 from connectors.delta.maintenance import MaintenancePolicy
 from connectors.delta.table_writer import CommitResult, above_markers
 from connectors.delta.writers import WriterFactory
+from connectors.flow_settings import reads
 from connectors.kafka import topic_ids
 from connectors.kafka.records import SCHEMA
 
@@ -226,6 +227,7 @@ class StateTableWriter:
 
 def state_tables(settings: Settings) -> WriterFactory:
     """Writers of current-state tables (for `DeltaSink(make_writer=...)`)."""
+    reads("key_fields", "key_buckets", "state_merge_rows")
 
     def make(uri: str, topic: str) -> StateTableWriter:
         return StateTableWriter(

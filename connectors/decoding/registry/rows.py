@@ -29,6 +29,7 @@ from connectors.decoding.registry.decoder import (
 from connectors.decoding.registry.schemas import SchemaSource
 from connectors.decoding.schemas import check_decoded, decoded_fields, existing_schema, plain_type
 from connectors.delta.dead_letters import Split, reject_oversized
+from connectors.flow_settings import reads
 
 
 class RegistryDecoder:
@@ -117,6 +118,7 @@ def registry_values(
     `flow` names the flow in errors; `tables` gives a topic's existing table schema as this
     flow's tables have it (default: the table itself), holding at least `metadata_columns`;
     `naming` names the value's fields as columns."""
+    reads("schema_registry_url", "schema_registry_config", "registry_keys")
     if not settings.schema_registry_url:
         raise ConfigError(
             f"WAXLAKE_SCHEMA_REGISTRY_URL is not set: {flow} needs the schema "
