@@ -72,7 +72,7 @@ def fatal_line(exc: BaseException) -> str:
     chain = _chain(exc)
     for error in chain:
         if isinstance(error, WaxlakeError | ConfigError):
-            return str(error)
+            return one_line(str(error))  # a user step's message may span lines
     root = chain[-1]
     if type(root).__name__ == "PanicException" and "thread panic" in str(root):
         return (

@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.batch import KafkaBatch, check_rule
+from connectors.batch import KafkaBatch, StepRuleError, check_rule
 from connectors.columns import one_array
 from connectors.config import check_table_name
 from connectors.delta.dead_letters import dead_letters
@@ -52,7 +52,9 @@ def rows(
         if batch.rows.num_rows == 0:
             return batch
         try:
-            out = batch.with_rows(fn(batch.rows))
+            out = batch.with_rows(_table(fn(batch.rows), step))
+        except StepRuleError:
+            raise
         except Exception as exc:
             if on_error == "fail":
                 raise StepError(
@@ -71,6 +73,17 @@ def rows(
     return apply
 
 
+def _table(result: object, step: str) -> pa.Table:
+    """A step's result as a table (a record batch is one); anything else breaks the rule."""
+    if isinstance(result, pa.RecordBatch):
+        return pa.Table.from_batches([result])
+    if not isinstance(result, pa.Table):
+        raise StepRuleError(
+            f"step {step} returned {type(result).__name__}, not a pyarrow Table of the rows"
+        )
+    return result
+
+
 def frames(
     fn: Callable[[pl.DataFrame], pl.DataFrame],
     *,
@@ -79,12 +92,19 @@ def frames(
 ) -> Callable[[KafkaBatch], KafkaBatch]:
     """A step on each batch's rows as a polars DataFrame; the result must keep the rule."""
 
+    step = str(name or getattr(fn, "__name__", "step"))
+
     def on_table(table: pa.Table) -> pa.Table:
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
-        return fn(frame).to_arrow()
+        result = fn(frame)
+        if not isinstance(result, pl.DataFrame):
+            raise StepRuleError(
+                f"step {step} returned {type(result).__name__}, not a polars DataFrame of the rows"
+            )
+        return result.to_arrow()
 
-    return rows(on_table, name=name or getattr(fn, "__name__", "step"), on_error=on_error)
+    return rows(on_table, name=step, on_error=on_error)
 
 
 def route(

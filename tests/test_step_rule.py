@@ -9,7 +9,8 @@ import pytest
 
 from connectors.batch import KafkaBatch, StepRuleError, check_rule, with_coordinate_types
 from connectors.config import ConfigError
-from connectors.steps import route
+from connectors.errors import fatal_line
+from connectors.steps import StepError, frames, route, rows
 from tests.jobs import raw_records
 
 GAPPY = [10, 11, 13, 14, 15, 18, 19]  # offsets 12, 16 and 17 were never records
@@ -156,3 +157,31 @@ def test_routing_rows_that_have_no_such_column_yet_routes_them_as_nulls():
 def test_routing_to_a_name_that_is_no_table_is_refused(tables, default):
     with pytest.raises(ConfigError, match=r"route\('type', \.\.\.\): .* is not a table name"):
         route("type", tables, default=default)
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        (rows(lambda t: None, name="forgot"), "step forgot returned NoneType, not a pyarrow Table"),
+        (frames(lambda f: f.lazy(), name="lazy"), "step lazy returned LazyFrame, not a polars"),  # type: ignore[arg-type, return-value]
+    ],
+)
+def test_a_step_that_returns_no_rows_table_names_itself(step, message):
+    """Such a step ended with 'unexpected AttributeError: NoneType ... column_names'."""
+    with pytest.raises(StepRuleError, match=message):
+        step(batch(list(range(3)), [0, 1, 2]))
+
+
+def test_a_record_batch_is_rows_too():
+    made = batch(list(range(3)), [0, 1, 2])
+    out = rows(lambda t: t.to_batches()[0])(made)
+    assert out.rows["offset"].to_pylist() == [0, 1, 2]
+
+
+def test_a_step_error_of_several_lines_ends_as_one():
+    """The last stderr line must stay the one `waxlake: error:` line."""
+    failing = rows(lambda t: (_ for _ in ()).throw(ValueError("first\nsecond")), name="two")
+    with pytest.raises(StepError) as caught:
+        failing(batch(list(range(3)), [0, 1, 2]))
+    line = fatal_line(caught.value)
+    assert "\n" not in line and "ValueError: first second" in line
