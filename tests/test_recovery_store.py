@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.config import ConfigError
+from connectors.config import ConfigError, Settings
 from connectors.ops.recovery import prepare_recovery_dir
+from connectors.ops.recovery_backup import stores_at_root
 from tests.jobs import job_env, produce, run_job, simple_items
 from tests.test_data_loss import last_line
 
@@ -71,3 +72,11 @@ def test_a_store_with_positions_of_a_topic_the_job_does_not_read_is_refused(
     line = last_line(other.stderr)
     assert f"the recovery store in {recovery} holds the positions of topic(s) {first}" in line
     assert f"delete {recovery} to start the store afresh" in line
+
+
+def test_a_store_only_initialised_holds_no_position_to_win(tmp_path):
+    """A start that stopped on a bad setting leaves an initialised store; under at-least-once
+    `waxlake move-marker` refused to run because of it."""
+    prepare_recovery_dir(tmp_path / "_recovery", 1)
+    settings = Settings(table_root=str(tmp_path), topics=["t"])
+    assert stores_at_root(settings) == []

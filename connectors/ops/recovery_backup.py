@@ -85,9 +85,19 @@ def stores_at_root(settings: Settings) -> list[str]:
     object-store root), by path."""
     if not _is_remote(settings.table_root):
         local = Path(settings.table_root.removeprefix("file://")) / RECOVERY_DIR
-        return sorted(str(part) for part in local.glob("part-*.sqlite3"))
+        return sorted(str(part) for part in local.glob("part-*.sqlite3") if _holds_state(part))
     store, remote = _filesystem(settings)
     return sorted(f"s3://{info.path}" for info in _parts(store, remote))
+
+
+def _holds_state(part: Path) -> bool:
+    """Whether a recovery partition holds any position (one only initialised, by a start that
+    then stopped on a bad setting, holds none, and wins over nothing)."""
+    try:
+        with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+            return db.execute("SELECT 1 FROM snaps LIMIT 1").fetchone() is not None
+    except sqlite3.Error:
+        return True  # unreadable: say it is there, the operator looks
 
 
 def restore(settings: Settings, directory: Path, mine: set[int]) -> list[int]:
