@@ -147,6 +147,9 @@ def test_missing_table_and_dead_broker(kafka_bootstrap, topic_factory, tmp_path)
     assert re.search(r"^\s+0\s+4\s+\?\s+\?$", human.stdout, re.M), human.stdout
 
     assert status("--timeout", "soon", cwd=tmp_path).returncode == 2
+    negative = status("--root", str(root), "--timeout", "-1", cwd=tmp_path)
+    assert negative.returncode == 2
+    assert "--timeout must be positive" in negative.stderr
     assert status("--json", cwd=tmp_path).returncode == 2  # no root anywhere
 
 

@@ -27,7 +27,7 @@ from connectors.delta.dead_letters import dead_letter_uri
 from connectors.delta.gaps import read_gaps
 from connectors.kafka.client import make_consumer
 from connectors.kafka.topic_ids import table_topic
-from connectors.ops.command import command_settings
+from connectors.ops.command import CommandError, command_settings
 from connectors.ops.status_report import GapStatus, PartitionStatus, TableStatus, print_human
 
 
@@ -205,6 +205,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """`waxlake status`; returns the exit code."""
+    if args.timeout <= 0:
+        raise CommandError("--timeout must be positive (seconds per broker call)")
     settings = command_settings(
         table_root=args.root, bootstrap_servers=args.bootstrap_servers, topics=args.topics
     )

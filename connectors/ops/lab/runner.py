@@ -99,9 +99,10 @@ def run_guarantee(
             record["after_commit"] = committed
             record["at_s"] = round(time.monotonic() - started, 2)
             records.append(record)
+            idle = "" if committed else "; no commit came first (nothing left to commit?)"
             say(
                 f"fault {fault.index + 1}/{len(settings.faults)}: {_describe(record)} "
-                f"at {record['at_s']:.1f} s ({len(producer.acked):,} acknowledged)"
+                f"at {record['at_s']:.1f} s ({len(producer.acked):,} acknowledged){idle}"
             )
         acked = producer.finish(timeout=max(120.0, 3 * work.duration_s))
         if producer.failure:
