@@ -141,7 +141,15 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("parquet_compression", mode="before")
+    @field_validator(
+        "parquet_compression",
+        "guarantee",
+        "on_data_loss",
+        "log_format",
+        "cdc_format",
+        "value_format",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value

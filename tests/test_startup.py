@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from connectors.config import unknown_settings
+from connectors.config import load_settings, unknown_settings
 from connectors.local_broker import free_port
 from tests.jobs import job_env, produce, read_table, run_job, simple_items
 
@@ -201,3 +201,19 @@ def test_settings_of_another_flow_are_warned_about(kafka_bootstrap, topic_factor
     assert f"WAXLAKE_SCHEMA {unread}" in raw.stderr
     assert f"WAXLAKE_KEY_FIELDS {unread}" in decoded.stderr
     assert "WAXLAKE_SCHEMA is set" not in decoded.stderr
+
+
+def test_setting_values_are_read_in_any_case(monkeypatch):
+    """`WAXLAKE_GUARANTEE=Exactly-Once` and `WAXLAKE_LOG_FORMAT=JSON` were refused by case."""
+    for name, value in {
+        "WAXLAKE_TOPICS": "t",
+        "WAXLAKE_TABLE_ROOT": "/tmp/lake",
+        "WAXLAKE_GUARANTEE": "At-Least-Once",
+        "WAXLAKE_ON_DATA_LOSS": "CONTINUE",
+        "WAXLAKE_LOG_FORMAT": "JSON",
+        "WAXLAKE_CDC_FORMAT": "Debezium",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.guarantee.value, settings.on_data_loss.value) == ("at-least-once", "continue")
+    assert (settings.log_format, settings.cdc_format) == ("json", "debezium")
