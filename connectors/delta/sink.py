@@ -79,7 +79,9 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
             self._check_in_flight()
             for batch in values:
                 check_rule(batch, "before the sink")
-                batch = batch.with_rows(with_coordinate_types(batch.rows))
+                typed = with_coordinate_types(batch.rows)
+                if typed is not batch.rows:  # a step widened them
+                    batch = batch.with_rows(typed)
                 self._bind(batch.topic)
                 self._buffer.add(batch)
                 metrics.BUFFERED_ROWS.labels(batch.topic).set(self._buffer.row_count)
