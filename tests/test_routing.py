@@ -5,12 +5,15 @@ write dead letters; and rows filtered out before their table exists are not read
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
 from deltalake import DeltaTable
 
-from connectors.delta.markers import app_id
+from connectors.delta.markers import Mark, app_id
+from connectors.delta.table_writer import DeltaTableWriter
 from tests.jobs import job_env, produce, read_table, run_job
 from tests.test_data_loss import last_line
 
@@ -132,3 +135,39 @@ def test_rows_filtered_out_before_their_table_exists_are_not_read_again(
     assert table.transaction_version(app_id(topic, 0)) == 29
     assert f"reading {topic}[0] from offset 30" in again.stderr
     assert read_table(root / topic).height == 0
+
+
+def test_a_table_is_added_only_where_the_tables_agree_and_a_gone_one_is_refused(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """After a crash that left clicks' markers-only commit ahead of the others, a buys added
+    started at the lowest marker and took again buys that other_events held. A table deleted
+    alone was taken for a new one, its records marked done by the others."""
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root)
+    produce(kafka_bootstrap, events(topic, "buy", range(100)))
+    assert run_job(env, None, flow=ROUTED).returncode == 0
+    produce(kafka_bootstrap, events(topic, "view", range(100, 150)))
+    produce(kafka_bootstrap, events(topic, "buy", range(150, 200)))
+    clicks = DeltaTableWriter(str(root / "clicks"), topic, schema=None)
+    clicks.write_exactly_once(pa.table({}), {0: Mark(199)})  # as a crash between commits leaves
+
+    refused = run_job({**env, "WAXLAKE_TEST_BUYS": "1"}, None, flow=ROUTED)
+    caught_up = run_job(env, None, flow=ROUTED)
+    produce(kafka_bootstrap, events(topic, "buy", range(200, 210)))
+    added = run_job({**env, "WAXLAKE_TEST_BUYS": "1"}, None, flow=ROUTED)
+
+    assert refused.returncode == 2
+    line = last_line(refused.stderr)
+    assert f"topic {topic}: buys is new to the routes, but the topic's tables stand at" in line
+    assert "partition 0: clicks 199, other_events 99, views 99" in line
+    assert (caught_up.returncode, added.returncode) == (0, 0), added.stderr[-3000:]
+    assert numbers(root, "other_events") == list(range(100)) + list(range(150, 200))
+    assert numbers(root, "views") == list(range(100, 150))
+    assert numbers(root, "buys") == list(range(200, 210))
+
+    shutil.rmtree(root / "views")
+    gone = run_job({**env, "WAXLAKE_TEST_BUYS": "1"}, None, flow=ROUTED)
+    assert gone.returncode == 2
+    assert f"table(s) views of topic {topic} are gone" in last_line(gone.stderr)
