@@ -274,10 +274,10 @@ def unknown_settings(environ: Mapping[str, str] | None = None) -> list[str]:
     return lines
 
 
-def load_settings() -> Settings:
-    """Read and check the settings; raise ConfigError with one line per problem."""
+def read_settings(**overrides: Any) -> Settings:
+    """The settings (environment, `.env`, then `overrides`); ConfigError with one line."""
     try:
-        settings = Settings()
+        return Settings(**overrides)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -290,6 +290,11 @@ def load_settings() -> Settings:
         raise ConfigError(
             f"{name}: cannot parse the value (JSON expected for maps): {exc}"
         ) from None
+
+
+def load_settings() -> Settings:
+    """Read and check the job's settings; raise ConfigError with one line per problem."""
+    settings = read_settings()
     if not settings.topics:
         raise ConfigError(
             "WAXLAKE_TOPICS is empty: set it to a comma-separated list of Kafka topics to ingest"

@@ -150,6 +150,11 @@ def test_missing_table_and_dead_broker(kafka_bootstrap, topic_factory, tmp_path)
     negative = status("--root", str(root), "--timeout", "-1", cwd=tmp_path)
     assert negative.returncode == 2
     assert "--timeout must be positive" in negative.stderr
+    no_group = status("--root", str(root), cwd=tmp_path, env=status_env(WAXLAKE_GROUP_ID=" "))
+    assert no_group.returncode == 2
+    assert no_group.stderr.splitlines() == [
+        "waxlake: error: invalid setting WAXLAKE_GROUP_ID: empty; give a name"
+    ]  # pydantic's dump of several lines before
     assert status("--json", cwd=tmp_path).returncode == 2  # no root anywhere
 
 

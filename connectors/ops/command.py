@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
-
-from connectors.config import Settings
+from connectors.config import ConfigError, Settings, read_settings
 
 
 class CommandError(Exception):
@@ -22,9 +19,9 @@ def command_settings(**overrides: Any) -> Settings:
     """The job's own settings (env, .env) with the command's options over them, so Kafka
     config and storage options carry over; a root is required."""
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except (ValidationError, SettingsError) as exc:
-        raise CommandError(f"invalid settings: {exc}") from None
+        settings = read_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
     if not settings.table_root:
         raise CommandError("no table root: pass --root or set WAXLAKE_TABLE_ROOT")
     return settings
