@@ -71,6 +71,7 @@ def test_a_store_with_positions_of_a_topic_the_job_does_not_read_is_refused(
     assert other.returncode == 2, other.stderr[-3000:]
     line = last_line(other.stderr)
     assert f"the recovery store in {recovery} holds the positions of topic(s) {first}" in line
+    assert "If it is another job's store, give this job a recovery directory" in line
     assert f"delete {recovery} to start the store afresh" in line
 
 

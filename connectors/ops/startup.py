@@ -117,11 +117,12 @@ def preflight(settings: Settings) -> dict[str, list[int]]:
             backup = recovery_backup.backup_uri(settings)
             raise ConfigError(
                 f"BYTEWAX_RECOVERY_DIRECTORY: the recovery store in {recovery_dir} holds the "
-                f"positions of topic(s) {', '.join(foreign)}, which this job does not read (a "
-                "topic removed from WAXLAKE_TOPICS, or another job's store): delete "
-                f"{recovery_dir}{f' and {backup}' if backup else ''} to start the store afresh "
-                "(under exactly-once the tables' markers keep every position), or give this "
-                "job a recovery directory (and WAXLAKE_GROUP_ID) of its own"
+                f"positions of topic(s) {', '.join(foreign)}, which this job does not read. If "
+                "it is another job's store, give this job a recovery directory and "
+                "WAXLAKE_GROUP_ID of its own (and leave that store alone); if the topics were "
+                f"removed from WAXLAKE_TOPICS, delete {recovery_dir}"
+                f"{f' and {backup}' if backup else ''} to start the store afresh (under "
+                "exactly-once the tables' markers keep every position)"
             )
         recovery_backup.start_backups(settings, recovery_dir, max(interval, 1.0))
     return partitions
