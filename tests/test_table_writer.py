@@ -11,7 +11,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 from connectors.delta.maintenance import MaintenancePolicy
-from connectors.delta.markers import app_id
+from connectors.delta.markers import Mark, app_id
 from connectors.delta.table_writer import DeltaTableWriter
 from connectors.kafka.records import SCHEMA
 
@@ -180,3 +180,20 @@ def test_maintenance_keeps_files_few_and_markers_intact(tmp_path: Path) -> None:
     log_dir = tmp_path / TOPIC / "_delta_log"
     assert list(log_dir.glob("*.checkpoint.parquet"))
     assert pl.read_delta(uri).height == 600
+
+
+def test_new_columns_keep_the_coordinates_first_and_the_rows_order(tmp_path):
+    """delta-rs's schema merge moved `partition` behind the other columns, on a table made
+    before its first rows (markers only) and at every new field of a decoded table."""
+    uri = str(tmp_path / "t")
+    writer = DeltaTableWriter(uri, TOPIC, schema=None)
+    writer.write_exactly_once(pa.table({}), {0: Mark(1)})  # every record a dead letter
+    first = records(0, 2, 4).drop_columns(["value"]).append_column("n", pa.array([1, 2, 3]))
+    writer.write_exactly_once(first)
+    later = records(0, 5, 6).drop_columns(["value"])
+    later = later.append_column("n", pa.array([4, 5])).append_column("z", pa.array(["a", "b"]))
+    writer.write_exactly_once(later)
+
+    names = pa.schema(DeltaTable(uri).schema().to_arrow()).names
+    assert names == ["topic", "partition", "offset", "timestamp", "key", "headers", "n", "z"]
+    assert keys_in(uri) == [(0, o) for o in range(2, 7)]

@@ -307,3 +307,32 @@ def test_registry_keys_need_registry_values(kafka_bootstrap, topic_factory, tmp_
     env = job_env(kafka_bootstrap, [topic], tmp_path, registry_keys=1, key_fields="key_id")
     line = error_line(run_job(env, None, flow=FLOW))
     assert "WAXLAKE_REGISTRY_KEYS" in line and "WAXLAKE_VALUE_FORMAT=registry" in line
+
+
+def test_new_value_fields_of_a_state_table_come_in_their_order(tmp_path):
+    """A MERGE that added columns ordered them at random, differently on every run."""
+    uri = str(tmp_path / "state")
+
+    def changes(first: int, fields: dict[str, pa.Array]) -> pa.Table:
+        count = len(next(iter(fields.values())))
+        keys = pa.array([b"k%d" % (first + i) for i in range(count)], pa.binary())
+        rows = pa.table(
+            {
+                "topic": ["t"] * count,
+                "partition": pa.array([0] * count, pa.int32()),
+                "offset": pa.array(range(first, first + count), pa.int64()),
+                "timestamp": pa.array(range(count), pa.timestamp("ms", tz="UTC")),
+                "key": keys,
+                DELETED: [False] * count,
+                **fields,
+            }
+        )
+        return rows.append_column(BUCKET, key_buckets(rows.select(["key"]), 16))
+
+    writer = StateTableWriter(uri, "t", ["key"])
+    writer.write_exactly_once(changes(0, {"a": pa.array([1, 2])}))
+    later = {name: pa.array([1, 2]) for name in ("m", "b", "z", "c", "y")}
+    writer.write_exactly_once(changes(2, later))
+
+    names = pa.schema(DeltaTable(uri).schema().to_arrow()).names
+    assert names[names.index("a") :] == ["a", BUCKET, "m", "b", "z", "c", "y"]

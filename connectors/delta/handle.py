@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 from deltalake import DeltaTable
+from deltalake.schema import Schema
 from deltalake.table import TableFeatures  # type: ignore[attr-defined]
 
 from connectors.delta.maintenance import MaintenancePolicy, TableMaintenance
@@ -58,15 +59,27 @@ class TableHandle:
         return self.admit(table, schema)
 
     def admit(self, table: DeltaTable, schema: pa.Schema) -> DeltaTable:
-        """`table`, able to take rows of `schema`. delta-rs turns the timestampNtz feature on
-        itself for a naive timestamp column or struct field, not for one inside a map, and then
-        refuses the commit (every retry and restart alike)."""
+        """`table`, able to take rows of `schema`: with the columns it lacks added at its end.
+
+        delta-rs turns the timestampNtz feature on itself for a naive timestamp column or struct
+        field, not for one inside a map, and then refuses the commit (every retry and restart
+        alike). Its schema merge on write moves the partition column behind the others and
+        orders a MERGE's new columns at random, so new columns are added first, in the rows'
+        order."""
         features = table.protocol().writer_features or []
-        if "timestampNtz" in features or not _has_naive_timestamp(schema):
-            return table
-        table.alter.add_feature(
-            TableFeatures.TimestampWithoutTimezone, allow_protocol_versions_increase=True
-        )
+        if "timestampNtz" not in features and _has_naive_timestamp(schema):
+            table.alter.add_feature(
+                TableFeatures.TimestampWithoutTimezone, allow_protocol_versions_increase=True
+            )
+            table = self._fresh()
+        held = {name.lower() for name in pa.schema(table.schema().to_arrow()).names}
+        new = [f.with_nullable(True) for f in schema if f.name.lower() not in held]
+        if new:
+            table.alter.add_columns(list(Schema.from_arrow(pa.schema(new)).fields))
+            table = self._fresh()
+        return table
+
+    def _fresh(self) -> DeltaTable:
         self.reopen()
         current = self.current()
         assert current is not None

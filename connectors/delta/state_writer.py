@@ -98,7 +98,8 @@ class StateTableWriter:
                 if schema is None:  # no row yet, and the key fields' types are unknown
                     return CommitResult(0, 0, None, attempt)
                 table = self._create(schema)
-            table = self._handle.admit(table, changes.schema)
+            stored = pa.schema([f for f in changes.schema if f.name != DELETED])
+            table = self._handle.admit(table, stored)
             self._stamp(table)
             return self._merge(table, changes, marks, attempt)
 
