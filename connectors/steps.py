@@ -53,8 +53,8 @@ def rows(
             return batch
         try:
             out = batch.with_rows(_table(fn(batch.rows), step))
-        except StepRuleError:
-            raise
+        except StepRuleError as exc:
+            raise StepRuleError(f"step {step} on {batch.describe()}: {exc}") from None
         except Exception as exc:
             if on_error == "fail":
                 raise StepError(
@@ -78,9 +78,7 @@ def _table(result: object, step: str) -> pa.Table:
     if isinstance(result, pa.RecordBatch):
         return pa.Table.from_batches([result])
     if not isinstance(result, pa.Table):
-        raise StepRuleError(
-            f"step {step} returned {type(result).__name__}, not a pyarrow Table of the rows"
-        )
+        raise StepRuleError(f"it returned {type(result).__name__}, not a pyarrow Table of the rows")
     return result
 
 
@@ -100,7 +98,7 @@ def frames(
         result = fn(frame)
         if not isinstance(result, pl.DataFrame):
             raise StepRuleError(
-                f"step {step} returned {type(result).__name__}, not a polars DataFrame of the rows"
+                f"it returned {type(result).__name__}, not a polars DataFrame of the rows"
             )
         return result.to_arrow()
 

@@ -162,8 +162,14 @@ def test_routing_to_a_name_that_is_no_table_is_refused(tables, default):
 @pytest.mark.parametrize(
     ("step", "message"),
     [
-        (rows(lambda t: None, name="forgot"), "step forgot returned NoneType, not a pyarrow Table"),
-        (frames(lambda f: f.lazy(), name="lazy"), "step lazy returned LazyFrame, not a polars"),  # type: ignore[arg-type, return-value]
+        (
+            rows(lambda t: None, name="forgot"),
+            "step forgot on topic t partition 0 offsets 0-2: it returned NoneType, not a pyarrow",
+        ),
+        (
+            frames(lambda f: f.lazy(), name="lazy"),  # type: ignore[arg-type, return-value]
+            "step lazy on topic t partition 0 offsets 0-2: it returned LazyFrame",
+        ),
     ],
 )
 def test_a_step_that_returns_no_rows_table_names_itself(step, message):
