@@ -5,14 +5,10 @@ Every setting is documented in README.md; the names here are the contract.
 
 from __future__ import annotations
 
-import difflib
-import os
 import re
-from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -240,38 +236,6 @@ def _env_name(field: str) -> str:
     """The variable of a field (pydantic names an aliased field by its alias already)."""
     names = env_names()
     return field if field in names.values() else names.get(field, f"WAXLAKE_{field.upper()}")
-
-
-TOOL_VARIABLES = {
-    "WAXLAKE_TEST_BROKER",
-    "WAXLAKE_REQUIRE_BROKER",
-    "WAXLAKE_REQUIRE_REGISTRY",
-    "WAXLAKE_KAFKA_CACHE",
-    "WAXLAKE_REGISTRY_CACHE",
-    "WAXLAKE_REGISTRY_JAVA",
-    "WAXLAKE_REGISTRY_MVN",
-    "WAXLAKE_CRASH_SEED",
-    "WAXLAKE_TEST_STEP",
-    "WAXLAKE_TEST_BUYS",
-}
-"""Variables of the local brokers and the tests (README, "Tests"), not job settings."""
-
-
-def unknown_settings(environ: Mapping[str, str] | None = None) -> list[str]:
-    """One line per `WAXLAKE_*` variable no setting reads, in the environment or `.env`: a
-    misspelt name would otherwise be ignored silently (`WAXLAKE_GUARANTE=at-most-once` runs
-    exactly-once)."""
-    if environ is None:
-        environ = {**{k: v or "" for k, v in dotenv_values(".env").items()}, **os.environ}
-    known = set(env_names().values())
-    lines = []
-    for name in sorted(environ):
-        if not name.startswith("WAXLAKE_") or name in known or name in TOOL_VARIABLES:
-            continue
-        close = difflib.get_close_matches(name, sorted(known), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        lines.append(f"{name} is not a waxlake setting{hint}; it is ignored")
-    return lines
 
 
 def read_settings(**overrides: Any) -> Settings:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from connectors.config import load_settings, unknown_settings
+from connectors.config import load_settings
+from connectors.flow_settings import unknown_settings
 from connectors.local_broker import free_port
 from tests.jobs import job_env, produce, read_table, run_job, simple_items
 

@@ -18,9 +18,10 @@ from typing import TypeVar
 from bytewax.tracing import setup_tracing
 from pythonjsonlogger.json import JsonFormatter
 
-from connectors.config import ConfigError, Settings, load_settings, unknown_settings
+from connectors.config import ConfigError, Settings, load_settings
 from connectors.delta import markers as offsets
 from connectors.errors import WaxlakeError, install_excepthook
+from connectors.flow_settings import unknown_settings
 from connectors.kafka.client import list_partitions, make_admin, make_consumer
 from connectors.kafka.partition_watch import watch_partitions
 from connectors.kafka.topic_ids import check_topic_ids
