@@ -52,7 +52,7 @@ def rows(
         if batch.rows.num_rows == 0:
             return batch
         try:
-            out = batch.with_rows(_table(fn(batch.rows), step))
+            out = batch.with_rows(_table(fn(batch.rows)))
         except StepRuleError as exc:
             raise StepRuleError(f"step {step} on {batch.describe()}: {exc}") from None
         except Exception as exc:
@@ -73,7 +73,7 @@ def rows(
     return apply
 
 
-def _table(result: object, step: str) -> pa.Table:
+def _table(result: object) -> pa.Table:
     """A step's result as a table (a record batch is one); anything else breaks the rule."""
     if isinstance(result, pa.RecordBatch):
         return pa.Table.from_batches([result])
