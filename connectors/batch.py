@@ -22,9 +22,10 @@ import pyarrow.compute as pc
 
 from connectors.columns import one_array, only_value
 from connectors.errors import WaxlakeError
+from connectors.kafka.records import SCHEMA
 
 COORDINATES = ("topic", "partition", "offset")
-COORDINATE_TYPES = {"topic": pa.string(), "partition": pa.int32(), "offset": pa.int64()}
+COORDINATE_TYPES = {name: SCHEMA.field(name).type for name in COORDINATES}
 """The coordinates' types in every table; a step's strings and integers are cast back to them."""
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
+from connectors.batch import COORDINATES
 from connectors.delta import markers as offsets
 from connectors.delta.conflicts import retry_conflicts
 from connectors.delta.handle import TableHandle
@@ -26,7 +27,7 @@ from connectors.delta.parquet_files import ParquetAppender, fitted
 from connectors.kafka import topic_ids
 from connectors.kafka.records import PARTITION_COLUMNS, SCHEMA
 
-COORDINATES_SCHEMA = pa.schema([SCHEMA.field(n) for n in ("topic", "partition", "offset")])
+COORDINATES_SCHEMA = pa.schema([SCHEMA.field(name) for name in COORDINATES])
 
 log = logging.getLogger(__name__)
 
