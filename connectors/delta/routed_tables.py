@@ -65,7 +65,8 @@ def prepare_routed_tables(
                 topic,
                 f", taking records from offsets {where} on" if where else "",
             )
-        _record_routes(topic, [n for n in names if open_table(n) is not None], open_table)
+        created = {n: t for n in missing if (t := open_table(n)) is not None}
+        _record_routes(topic, {**existing, **created})
 
 
 def _recorded(table: DeltaTable, topic: str) -> set[str]:
@@ -122,16 +123,10 @@ def _agreed_marks(
     return agreed
 
 
-def _record_routes(
-    topic: str, present: list[str], open_table: Callable[[str], DeltaTable | None]
-) -> None:
+def _record_routes(topic: str, present: Mapping[str, DeltaTable]) -> None:
     value = ",".join(sorted(present))
-    for name in present:
-        table = open_table(name)
-        if (
-            table is not None
-            and table.metadata().configuration.get(ROUTES_PROPERTY + topic) != value
-        ):
+    for table in present.values():
+        if table.metadata().configuration.get(ROUTES_PROPERTY + topic) != value:
             table.alter.set_table_properties(
                 {ROUTES_PROPERTY + topic: value}, raise_if_not_exists=False
             )

@@ -144,12 +144,10 @@ class StartResolver:
         found = []
         for name in self._tables[topic]:
             table = self._table(name)
-            marker = (
-                None
-                if table is None
-                else offsets.table_markers(table, topic, [partition]).get(partition)
-            )
-            if table is None or marker is None:
+            if table is None:
+                return None, None, False
+            marker = offsets.table_markers(table, topic, [partition]).get(partition)
+            if marker is None:
                 return None, None, False
             fingerprint = offsets.table_fingerprint(table, topic, partition)
             moved = offsets.was_moved(table, topic, partition, marker)
