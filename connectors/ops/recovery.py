@@ -108,6 +108,12 @@ _SOURCE_KEY = re.compile(r"^(.+)#(\d+)$")
 """State keys of the Kafka source's partitions: `<topic>#<partition>`."""
 
 
+def state_keys(part: Path) -> list[str]:
+    """The state keys a recovery partition holds snapshots of (raises sqlite3.Error)."""
+    with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+        return [row[0] for row in db.execute("SELECT DISTINCT state_key FROM snaps")]
+
+
 def foreign_topics(directory: Path, topics: list[str]) -> list[str]:
     """Topics the store holds source positions of that this job does not read: a topic removed
     from WAXLAKE_TOPICS, or another job's store (Bytewax itself stops on them with `Key ... is
@@ -115,8 +121,7 @@ def foreign_topics(directory: Path, topics: list[str]) -> list[str]:
     found: set[str] = set()
     for part in sorted(directory.glob("part-*.sqlite3")):
         try:
-            with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
-                keys = [row[0] for row in db.execute("SELECT DISTINCT state_key FROM snaps")]
+            keys = state_keys(part)
         except sqlite3.Error:
             continue  # prepare_recovery_dir says what is wrong with it
         for key in keys:

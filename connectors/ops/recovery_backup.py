@@ -24,6 +24,7 @@ from urllib.parse import quote
 from pyarrow import fs
 
 from connectors.config import ConfigError, Settings
+from connectors.ops.recovery import state_keys
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,7 @@ def _holds_state(part: Path) -> bool:
     """Whether a recovery partition holds any position (one only initialised, by a start that
     then stopped on a bad setting, holds none, and wins over nothing)."""
     try:
-        with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
-            return db.execute("SELECT 1 FROM snaps LIMIT 1").fetchone() is not None
+        return bool(state_keys(part))
     except sqlite3.Error:
         return True  # unreadable: say it is there, the operator looks
 
