@@ -22,6 +22,9 @@ def report_commit(
     dead_result: CommitResult | None,
     elapsed: float,
 ) -> None:
+    # The committed offsets first: whoever sees the counters below move sees them too.
+    for partition, mark in flush.marks.items():
+        metrics.LAG.set_committed(topic, partition, mark.last_offset)
     metrics.BUFFERED_ROWS.labels(topic).set(0)
     metrics.COMMITS.labels(topic).inc()
     metrics.COMMIT_SECONDS.labels(topic).observe(elapsed)
@@ -41,8 +44,6 @@ def report_commit(
             reasons(flush.dead),
         )
     PROGRESS.landed(flush.records)
-    for partition, mark in flush.marks.items():
-        metrics.LAG.set_committed(topic, partition, mark.last_offset)
     if result.superseded is None:
         what = f"{result.rows_written} rows written, {result.rows_skipped} already there"
     else:  # a current-state table: changes, most of them replaced by later ones of their key
