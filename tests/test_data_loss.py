@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -291,6 +292,11 @@ def test_move_marker_refuses_to_go_back_over_rows_and_records_a_skip(
     assert 'delete("partition = 0 AND offset >= 0")' in back.stderr
 
     DeltaTable(str(root / topic)).delete("partition = 0 AND offset >= 0")
+    old_topic = move_marker(env, root, topic, "--next-offset", "0", "--adopt-topic-id")
+    if old_topic.returncode != 0:  # (a broker without topic IDs stamps nothing to refuse)
+        assert old_topic.returncode == 2, old_topic.stderr
+        assert f"move {root}/_data_loss/{topic} away first" in old_topic.stderr
+        shutil.move(root / "_data_loss" / topic, tmp_path / "old-data-loss")
     moved = move_marker(env, root, topic, "--next-offset", "0", "--adopt-topic-id")
     assert moved.returncode == 0, moved.stderr
     assert gaps(root, topic) == []  # moving back skips nothing

@@ -2,9 +2,12 @@
 
 It also keeps each partition's origin: where the job first started reading a partition that had
 no position (a new table), committed before the first record is read, so that a crash before
-anything landed still leaves a position whose loss can be told. The origins a job needs for a
-topic are recorded together, in one commit (one per partition would make the first start of a
-job over a thousand partitions take minutes).
+anything landed still leaves a position whose loss can be told. At a topic's first start the
+origins of all its partitions are recorded together, in one commit (one per partition would make
+the first start of a job over a thousand partitions take minutes), with `auto.offset.reset`; a
+partition without one later was added since, and starts at offset 0, where every new partition
+begins. Origins and gaps are offsets of one topic ID (table property `waxlake.topicId.<topic>`):
+a recreated topic's offsets start again, and the old origins would skip its first records.
 
 Integrity rule: every lost offset is in exactly one recorded gap, however often the loss is seen
 again (a replay after a crash sees the same gap, often wider: retention kept deleting). Before
@@ -84,10 +87,18 @@ def subtract(first: int, last: int, recorded: list[tuple[int, int]]) -> list[tup
 class GapLog:
     """Records gaps of one topic exactly once (see the module doc)."""
 
-    def __init__(self, table_root: str, topic: str, storage_options: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        table_root: str,
+        topic: str,
+        storage_options: Mapping[str, str],
+        topic_id: str | None = None,
+    ) -> None:
         self.uri = gap_uri(table_root, topic)
         self._topic = topic
         self._storage = dict(storage_options) or None
+        # Stamped on the table when it is created (connectors.kafka.topic_ids checks it).
+        self._configuration = {offsets.TOPIC_ID_PROPERTY + topic: topic_id} if topic_id else {}
 
     def record(self, gap: Gap, guarantee: str) -> int:
         """Record the offsets of `gap` not recorded yet; return how many that was."""
@@ -138,25 +149,40 @@ class GapLog:
         return subtract(gap.first, gap.last, recorded)
 
     def origins(
-        self, partitions: Sequence[int], resolve: Callable[[list[int]], Mapping[int, int]]
+        self,
+        partitions: Sequence[int],
+        resolve: Callable[[list[int]], Mapping[int, int]],
+        listed: Sequence[int] = (),
+        began: Callable[[], bool] = lambda: False,
     ) -> dict[int, int]:
-        """Each partition's recorded origin. Those without one are `resolve()`d and recorded
-        together: one commit for all of them (a `txn` per partition), against the snapshot that
+        """Each partition's origin. At the topic's first start every partition (`partitions` and
+        the topic's others, `listed`) is `resolve()`d and recorded, with a topic-wide `txn`
+        saying that it began; once it has (or `began()`: its tables hold markers), a partition
+        without an origin was added since and starts at 0. One commit, against the snapshot that
         showed them missing, so an instance that recorded some first makes this one conflict
         and re-read. A new table is created with them in its first version."""
+        everyone = sorted({*partitions, *listed})
         for attempt in range(1, _ATTEMPTS + 1):
             table = offsets.open_table(self.uri, self._storage or {})
             known = {} if table is None else self._known_origins(table, partitions)
             missing = [p for p in partitions if p not in known]
             if not missing:
                 return known
-            found = resolve(missing)
-            resolved = {p: int(found[p]) for p in missing}
-            commit = CommitProperties(
-                app_transactions=[
-                    Transaction(app_id=self._origin_app(p), version=o) for p, o in resolved.items()
-                ]
-            )
+            first = table is None or not self._began(table, everyone)
+            if first and not began():
+                found = resolve([p for p in everyone if p not in known])
+                resolved = {p: int(o) for p, o in found.items()}
+            else:
+                resolved = dict.fromkeys(missing, 0)
+                log.info(
+                    "topic %s partitions %s: added after the job began reading the topic, so "
+                    "read from offset 0 (where a new partition starts)",
+                    self._topic,
+                    ", ".join(map(str, missing)),
+                )
+            txns = [Transaction(app_id=self._origin_app(p), version=o) for p, o in resolved.items()]
+            txns.append(Transaction(app_id=self._began_app, version=len(everyone)))
+            commit = CommitProperties(app_transactions=txns)
             try:
                 if table is None:
                     DeltaTable.create(
@@ -166,6 +192,7 @@ class GapLog:
                         storage_options=self._storage,
                         commit_properties=commit,
                     )
+                    self._stamp()
                 else:
                     write_deltalake(
                         table, GAP_SCHEMA.empty_table(), mode="append", commit_properties=commit
@@ -178,8 +205,19 @@ class GapLog:
                 if attempt == _ATTEMPTS or not lost_race:
                     raise
                 continue
-            return known | resolved
+            return known | {p: resolved[p] for p in missing}
         raise AssertionError("unreachable")
+
+    @property
+    def _began_app(self) -> str:
+        return f"{offsets.APP_ID_PREFIX}:{self._topic}:began"
+
+    def _began(self, table: DeltaTable, partitions: Sequence[int]) -> bool:
+        """Origins were recorded for the topic before (tables older than the topic-wide `txn`
+        hold only the partitions' own)."""
+        if table.transaction_version(self._began_app) is not None:
+            return True
+        return bool(self._known_origins(table, partitions))
 
     def _origin_app(self, partition: int) -> str:
         return f"{offsets.app_id(self._topic, partition)}:origin"
@@ -196,8 +234,16 @@ class GapLog:
         table = offsets.open_table(self.uri, self._storage or {})
         if table is None:
             DeltaTable.create(self.uri, GAP_SCHEMA, mode="ignore", storage_options=self._storage)
-            table = offsets.open_table(self.uri, self._storage or {})
-            assert table is not None
+            table = self._stamp()
+        return table
+
+    def _stamp(self) -> DeltaTable:
+        """The table just created, stamped with the topic ID (delta-rs takes no custom property
+        at creation)."""
+        table = offsets.open_table(self.uri, self._storage or {})
+        assert table is not None
+        if self._configuration:
+            table.alter.set_table_properties(self._configuration, raise_if_not_exists=False)
         return table
 
 

@@ -23,6 +23,8 @@ from connectors.columns import only_value
 log = logging.getLogger(__name__)
 
 APP_ID_PREFIX = "waxlake"
+TOPIC_ID_PROPERTY = "waxlake.topicId."
+"""Table property prefix: `waxlake.topicId.<topic>` is the Kafka topic ID a table's offsets are of."""
 
 
 def app_id(topic: str, partition: int) -> str:

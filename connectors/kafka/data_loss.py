@@ -44,10 +44,11 @@ class PartitionGuard:
         self._gaps: GapLog | None = None
         self._where = f"topic {topic} partition {partition}"
 
-    def out_of_range(self, needed: int, low: int, high: int) -> int:
-        """The offset to read on from after `needed` was out of range; raises where it must stop."""
+    def out_of_range(self, needed: int, low: int, high: int, landed: int) -> int:
+        """The offset to read on from after `needed` was out of range (`landed`: the table's
+        marker, -1 for none); raises where it must stop."""
         if needed > high:
-            raise self.reused(needed, high)
+            raise self.reused(needed, high, landed)
         if needed >= low:
             return needed  # the log start moved past an offset we only re-read: nothing lost
         gap = Gap(
@@ -82,11 +83,16 @@ class PartitionGuard:
         )
         return low
 
-    def reused(self, needed: int, end: int) -> OffsetsReusedError:
+    def reused(self, needed: int, end: int, landed: int) -> OffsetsReusedError:
         """The error for a position beyond the log's end: offsets before it will be reused."""
+        so_far = (
+            f"the table's marker was {landed} when the job started"
+            if landed >= 0
+            else "nothing of it had landed when the job started"
+        )
         return OffsetsReusedError(
-            f"{self._where}: the job has landed up to offset {needed - 1} (next {needed}) but "
-            f"the broker's log ends at offset {end}: the log was truncated or the topic was "
+            f"{self._where}: the job's next offset is {needed} ({so_far}) but the broker's "
+            f"log ends at offset {end}: the log was truncated or the topic was "
             "recreated, so offsets are being reused and (topic, partition, offset) would no "
             "longer name one record; WAXLAKE_ON_DATA_LOSS cannot skip this. Land into a new "
             f"WAXLAKE_TABLE_ROOT, or see {README_SECTION} for `waxlake move-marker`"

@@ -180,7 +180,7 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
                 end = message.offset()
                 if self._landed is not None and end is not None and end <= self._landed[0]:
                     # The record at the marker, which landed, is past the log's end now.
-                    raise self._guard.reused(self._landed[0] + 1, end)
+                    raise self._guard.reused(self._landed[0] + 1, end, self._landed_through)
                 if end is not None:
                     covered = self._covered_to(end)
                 if self._stop_at_end:
@@ -199,7 +199,7 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
         low, high = self._shared.consumer.get_watermark_offsets(
             self._watermark_tp, timeout=10, cached=False
         )
-        resume = self._guard.out_of_range(needed, low, high)
+        resume = self._guard.out_of_range(needed, low, high, self._landed_through)
         self._next_offset = resume
         self._shared.seek(self._key, resume)
 

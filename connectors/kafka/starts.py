@@ -23,8 +23,8 @@ from connectors.config import Guarantee, Settings
 from connectors.delta import markers as offsets
 from connectors.delta.dead_letters import dead_letter_uri
 from connectors.delta.gaps import GapLog
-from connectors.kafka import group_offsets
-from connectors.kafka.client import make_admin, watermarks
+from connectors.kafka import group_offsets, topic_ids
+from connectors.kafka.client import list_partitions, make_admin, watermarks
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +87,41 @@ class StartResolver:
                 after = self._after_rows(topic, partitions)
                 starts.update({(topic, p): StartPosition(o) for p, o in after.items()})
                 partitions = [p for p in partitions if p not in after]
-            if not partitions:
-                continue
-            # No position at all: decided once, durably.
-            gaps = GapLog(self._settings.table_root, topic, self._settings.storage_options)
-            origins = gaps.origins(partitions, functools.partial(self._policy, topic))
-            starts.update({(topic, p): StartPosition(o) for p, o in origins.items()})
+            if partitions:  # no position at all: decided once, durably
+                origins = self._origins(topic, partitions)
+                starts.update({(topic, p): StartPosition(o) for p, o in origins.items()})
         return starts
+
+    def _origins(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """Recorded origins; at the topic's first start those of all its partitions."""
+        settings = self._settings
+        listed = list_partitions(settings, admin=self._admin_client())[topic]
+        gaps = GapLog(
+            settings.table_root, topic, settings.storage_options, topic_ids.KNOWN.get(topic)
+        )
+        return gaps.origins(
+            partitions,
+            functools.partial(self._policy, topic),
+            listed,
+            functools.partial(self._has_markers, topic, [*listed, *partitions]),
+        )
+
+    def _has_markers(self, topic: str, partitions: list[int]) -> bool:
+        """Some table of the topic has landed some partition: the topic was read before."""
+        for name in self._tables[topic]:
+            table = self._table(name)
+            if table is not None and offsets.table_markers(table, topic, partitions):
+                return True
+        return False
 
     def watermarks(self, keys: Sequence[Key]) -> dict[Key, tuple[int, int]]:
         """(log start, end) of each partition, in one request per broker."""
+        return watermarks(self._settings, self._admin_client(), keys)
+
+    def _admin_client(self) -> AdminClient:
         if self._admin is None:
             self._admin = make_admin(self._settings)
-        return watermarks(self._settings, self._admin, keys)
+        return self._admin
 
     def close(self) -> None:
         self._admin = None  # its threads end when it is collected

@@ -18,11 +18,12 @@ from deltalake import DeltaTable
 
 from connectors.config import Settings
 from connectors.delta import markers as offsets
+from connectors.delta.gaps import gap_uri
 from connectors.errors import OffsetsReusedError
 
 log = logging.getLogger(__name__)
 
-PROPERTY_PREFIX = "waxlake.topicId."
+PROPERTY_PREFIX = offsets.TOPIC_ID_PROPERTY
 _NO_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # the all-zero UUID, base64: the broker has no topic IDs
 
 KNOWN: dict[str, str | None] = {}
@@ -93,6 +94,29 @@ def check_topic_ids(settings: Settings, admin: AdminClient) -> None:
             raise OffsetsReusedError(
                 recreated_message(topic, settings.table_uri(topic), stored, current)
             )
+        if current is not None:
+            check_gap_log(settings, topic, current)
+
+
+def check_gap_log(settings: Settings, topic: str, current: str) -> None:
+    """The origins and gaps of `<root>/_data_loss/<topic>` must be of the topic the broker has:
+    an old topic's origin would skip the new topic's first offsets. A table from before the
+    stamp (or a broker without IDs) is stamped now."""
+    uri = gap_uri(settings.table_root, topic)
+    table = offsets.open_table(uri, settings.storage_options)
+    if table is None:
+        return
+    stored = stored_topic_id(table, topic)
+    if stored is None:
+        stamp(table, topic, current)
+    elif stored != current:
+        raise OffsetsReusedError(
+            f"topic {topic} was deleted and recreated: {uri} records where the job began reading "
+            f"topic ID {stored} and what Kafka lost of it, but the broker's topic {topic} has ID "
+            f"{current}, whose offsets start again; records of the old topic that had not landed "
+            f"are gone with it. To land the new topic from its start, move {uri} away (it "
+            "describes the old topic) and restart; see README 'When Kafka loses records'"
+        )
 
 
 def check_unchanged(admin: Callable[[], AdminClient], topic: str) -> None:

@@ -23,7 +23,7 @@ from deltalake import DeltaTable, write_deltalake
 from connectors.config import ConfigError, Guarantee, Settings
 from connectors.delta import markers as offsets
 from connectors.delta.dead_letters import dead_letter_uri
-from connectors.delta.gaps import Gap, GapLog
+from connectors.delta.gaps import Gap, GapLog, gap_uri
 from connectors.kafka import topic_ids
 from connectors.kafka.client import list_partitions, make_admin, make_consumer
 from connectors.kafka.group_offsets import commit_group_offsets
@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         )
     _check_partition(settings, topic, partition)
     adopted = _topic_id(settings, topic) if args.adopt_topic_id else None
+    if adopted is not None:
+        _check_gap_log(settings, topic, adopted)
     landed = -1
     for where in (uri, dead_letter_uri(settings.table_root, topic)):
         highest = _highest_row(settings, where, partition)
@@ -138,6 +140,20 @@ def _topic_id(settings: Settings, topic: str) -> str | None:
             f"of {topic} ({exc.args[0].str()}); nothing was changed"
         ) from None
     return ids.get(topic)
+
+
+def _check_gap_log(settings: Settings, topic: str, adopted: str) -> None:
+    """The old topic's origins and gaps must not be taken for the new topic's."""
+    uri = gap_uri(settings.table_root, topic)
+    table = offsets.open_table(uri, settings.storage_options)
+    stored = None if table is None else topic_ids.stored_topic_id(table, topic)
+    if stored is not None and stored != adopted:
+        raise CommandError(
+            f"{uri} records where the job began reading topic ID {stored} and what Kafka lost of "
+            f"it, not of the topic's ID now, {adopted}: move {uri} away first (it describes the "
+            "old topic), then run this again",
+            code=2,
+        )
 
 
 def _commit_group(settings: Settings, topic: str, partition: int, target: int) -> None:
