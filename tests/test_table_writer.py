@@ -182,6 +182,25 @@ def test_maintenance_keeps_files_few_and_markers_intact(tmp_path: Path) -> None:
     assert pl.read_delta(uri).height == 600
 
 
+def test_maintenance_runs_across_restarts(tmp_path: Path) -> None:
+    """A job restarted before it made N commits of its own (bounded runs, exit 75, pod
+    restarts) must still compact and vacuum: the intervals count the table's commits."""
+    uri = str(tmp_path / TOPIC)
+    policy = MaintenancePolicy(
+        compact_every_commits=3, vacuum_every_commits=6, vacuum_retention_hours=0
+    )
+    for first in range(0, 120, 10):  # twelve runs, one commit each
+        DeltaTableWriter(uri, TOPIC, maintenance=policy).write_exactly_once(
+            records(0, first, first + 9)
+        )
+
+    history = [entry["operation"] for entry in DeltaTable(uri).history()]
+    assert history.count("OPTIMIZE") >= 3, history
+    assert "VACUUM END" in history, history
+    assert len(DeltaTable(uri).file_uris()) <= 4
+    assert keys_in(uri) == expected((0, 0, 119))
+
+
 def test_new_columns_keep_the_coordinates_first_and_the_rows_order(tmp_path):
     """delta-rs's schema merge moved `partition` behind the other columns, on a table made
     before its first rows (markers only) and at every new field of a decoded table."""

@@ -2,7 +2,7 @@
 
 - Checkpoints: delta-rs writes one every `delta.checkpointInterval` commits (set at creation), so
   loading the table never replays more than that many log files.
-- Compaction: every `WAXLAKE_COMPACT_EVERY_COMMITS` commits, small files are rewritten into files
+- Compaction: every `WAXLAKE_COMPACT_EVERY_COMMITS` commits of the table, small files are rewritten into files
   of about `WAXLAKE_COMPACT_TARGET_BYTES` (`optimize.compact`); it changes no data, so the `txn`
   markers and exactly-once are untouched.
 - Vacuum: every `WAXLAKE_VACUUM_EVERY_COMMITS` commits, files no longer referenced and older than
@@ -58,21 +58,28 @@ class MaintenancePolicy:
 
 
 class TableMaintenance:
-    """Counts one writer's commits and runs compaction and vacuum at their intervals."""
+    """Runs compaction, log cleanup and vacuum after the commit that takes the table to a
+    multiple of their intervals. The table's version, not this writer's count of commits: a job
+    restarted before it made that many commits of its own (bounded runs, exit 75, pod
+    restarts) would never reach an interval; and of the processes of a cluster writing one
+    table, only the one whose commit made that version runs them."""
 
     def __init__(self, uri: str, policy: MaintenancePolicy) -> None:
         self._uri = uri
         self._policy = policy
-        self._commits = 0
 
     def after_commit(self, table: DeltaTable) -> None:
-        self._commits += 1
+        version = table.version()
         policy = self._policy
-        if policy.compact_every_commits and self._commits % policy.compact_every_commits == 0:
+
+        def due(every: int) -> bool:
+            return every > 0 and version % every == 0
+
+        if due(policy.compact_every_commits):
             self._run("compaction", lambda: self._compact(table))
-        if self._commits % policy.checkpoint_interval == 0:
+        if due(policy.checkpoint_interval):
             self._run("log cleanup", lambda: self._cleanup_log(table))
-        if policy.vacuum_every_commits and self._commits % policy.vacuum_every_commits == 0:
+        if due(policy.vacuum_every_commits):
             self._run("vacuum", lambda: self._vacuum(table))
 
     def _compact(self, table: DeltaTable) -> str:
