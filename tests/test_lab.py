@@ -152,7 +152,8 @@ def test_plot_without_matplotlib_fails_in_one_line(capsys, monkeypatch, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err == [
-        "waxlake: error: --plot needs matplotlib, which is not installed: pip install 'waxlake[lab]'"
+        "waxlake: error: --plot needs matplotlib, which is not installed: install waxlake's lab "
+        "extra (pip install -e '.[lab]' from a clone)"
     ]
     assert not (tmp_path / "x.png").exists()
 

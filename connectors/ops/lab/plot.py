@@ -23,7 +23,8 @@ def require() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise CommandError(
-            "--plot needs matplotlib, which is not installed: pip install 'waxlake[lab]'"
+            "--plot needs matplotlib, which is not installed: install waxlake's lab extra "
+            "(pip install -e '.[lab]' from a clone)"
         ) from None
 
 
