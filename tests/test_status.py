@@ -250,3 +250,26 @@ def test_status_under_the_group_guarantees_gaps_and_a_recreated_topic(
     assert "partition 0: the table has landed up to offset 204 but the log ends at 3" in (
         human.stderr
     )
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path) -> None:
+    """`waxlake status | head -3`: the reader left; no traceback, the shell's SIGPIPE code."""
+    write_deltalake(
+        str(tmp_path / "orders"),
+        pa.table({"topic": ["orders"], "partition": pa.array([0], pa.int32()), "offset": [0]}),
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [str(WAXLAKE_SCRIPT), "status", "--root", str(tmp_path), "--timeout", "1"],
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"},
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr

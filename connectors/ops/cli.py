@@ -33,8 +33,14 @@ def entry() -> None:
     librdkafka, Arrow) tear down their threads at interpreter exit, and one of them now and then
     aborts there (`terminate called without an active exception`), which would turn a clean
     exit code into SIGABRT; everything was flushed and committed by then."""
-    code = main()
-    sys.stdout.flush()
+    try:
+        try:
+            code = main()
+        except SystemExit as exc:  # argparse: --help, a usage error
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `waxlake status | head`: the reader has all it wanted
+        os._exit(141)  # as a shell reports a command ended by SIGPIPE
     sys.stderr.flush()
     os._exit(code)
 
