@@ -51,6 +51,7 @@ class StartResolver:
         self._tables = tables
         self._opened: dict[str, DeltaTable | None] = {}
         self._admin: AdminClient | None = None
+        self._listed: dict[str, list[int]] | None = None
 
     def resolve(
         self, consumer: Consumer, resume: Mapping[Key, int | None]
@@ -95,7 +96,9 @@ class StartResolver:
     def _origins(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """Recorded origins; at the topic's first start those of all its partitions."""
         settings = self._settings
-        listed = list_partitions(settings, admin=self._admin_client())[topic]
+        if self._listed is None:  # one metadata request for every topic's origins
+            self._listed = list_partitions(settings, admin=self._admin_client())
+        listed = self._listed[topic]
         gaps = GapLog(
             settings.table_root, topic, settings.storage_options, topic_ids.KNOWN.get(topic)
         )
@@ -126,6 +129,7 @@ class StartResolver:
     def close(self) -> None:
         self._admin = None  # its threads end when it is collected
         self._opened.clear()
+        self._listed = None
 
     def _policy(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """`auto.offset.reset` for partitions with no position: their log start or end."""
