@@ -32,6 +32,7 @@ from connectors.delta.commit_report import report_commit
 from connectors.delta.dead_letters import dead_letter_uri, without_dead_letters
 from connectors.delta.routed_tables import prepare_routed_tables
 from connectors.delta.shared_clients import SharedClients
+from connectors.delta.table_identity import check_identity, table_id
 from connectors.delta.table_writer import CommitResult, DeltaTableWriter
 from connectors.delta.writers import TableWriter, WriterFactory, dead_letter_writer, table_writer
 from connectors.errors import (
@@ -49,8 +50,9 @@ from connectors.ops.progress import PROGRESS
 log = logging.getLogger(__name__)
 
 
-class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
-    """Buffers and commits one table. Its snapshot is None: the table holds the progress."""
+class TableSinkPartition(StatefulSinkPartition[KafkaBatch, str | None]):
+    """Buffers and commits one table. The table holds the progress; the snapshot is the table's
+    ID, so that a table deleted or replaced under a kept recovery store is caught at start."""
 
     def __init__(
         self,
@@ -59,10 +61,13 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         owns_group: Callable[[str], bool],
         make_writer: WriterFactory | None,
         shared: SharedClients,
+        resume_state: str | None = None,
     ) -> None:
         self._settings = settings
         self._name = name
         self._uri = settings.table_uri(name)
+        self._table_id = check_identity(settings, self._uri, resume_state)
+        self._look_up_id = self._table_id is None  # at the next snapshot, and after a commit
         self._owns_group = owns_group
         self._make_writer = make_writer
         self._topic: str | None = None
@@ -110,9 +115,13 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
             or (interval > 0 and time.monotonic() - buffer.since >= interval)
         )
 
-    def snapshot(self) -> None:
+    def snapshot(self) -> str | None:
         with self._stops_the_job():
             self._flush(wait=True)
+            if self._look_up_id:
+                self._table_id = table_id(self._uri, self._settings.storage_options)
+                self._look_up_id = False
+        return self._table_id
 
     def close(self) -> None:
         try:
@@ -186,6 +195,8 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
             commit_group=lambda: self._commit_group(topic, flush, warn=False),
             commit_group_after=lambda: self._commit_group(topic, flush, warn=True),
         )
+        if result.version is not None and self._table_id is None:
+            self._look_up_id = True  # the commit may have created the table
         elapsed = time.perf_counter() - started
         dead_uri = dead_letter_uri(self._settings.table_root, topic)
         report_commit(topic, self._uri, dead_uri, flush, result, dead_result, elapsed)
@@ -215,7 +226,7 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, None]):
         return self._writer, self._dead
 
 
-class DeltaSink(FixedPartitionedSink[KafkaBatch, None]):
+class DeltaSink(FixedPartitionedSink[KafkaBatch, str | None]):
     """One sink partition per table, so each table has exactly one committer in the cluster.
 
     `tables`: per topic, the tables its batches may land in (default: one per topic, named like
@@ -273,11 +284,14 @@ class DeltaSink(FixedPartitionedSink[KafkaBatch, None]):
                 f"({', '.join(self._tables)}); name it in DeltaSink(tables=...)"
             ) from None
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> TableSinkPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: str | None
+    ) -> TableSinkPartition:
         return TableSinkPartition(
             self._settings,
             for_part,
             lambda name: name in self._group_owners,
             self._make_writer,
             self._shared,
+            resume_state,
         )
