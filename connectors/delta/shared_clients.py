@@ -71,8 +71,10 @@ class SharedClients:
                 self._admin = make_admin(self._settings)
             return self._admin
 
-    def commit_group_offsets(self, topic: str, next_offsets: Mapping[int, int]) -> None:
+    def commit_group_offsets(
+        self, topic: str, next_offsets: Mapping[int, int], metadata: str = ""
+    ) -> None:
         with self._group_lock:
             if self._group is None:
                 self._group = make_consumer(self._settings, what="group offsets")
-            group_offsets.commit_group_offsets(self._group, topic, next_offsets)
+            group_offsets.commit_group_offsets(self._group, topic, next_offsets, metadata)

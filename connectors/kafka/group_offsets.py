@@ -40,26 +40,35 @@ def _while_coordinator_moves(what: str, call: Callable[[], T]) -> T:
 
 def group_offsets(
     consumer: Consumer, partitions: Iterable[tuple[str, int]]
-) -> dict[tuple[str, int], int]:
-    """The group's committed next offset per (topic, partition), where it has one; one request
-    for all of them."""
+) -> dict[tuple[str, int], tuple[int, str]]:
+    """The group's committed (next offset, metadata) per (topic, partition), where it has one;
+    one request for all of them."""
     wanted = [TopicPartition(topic, p) for topic, p in partitions]
     if not wanted:
         return {}
     committed = _while_coordinator_moves(
         "reading the group's offsets", lambda: consumer.committed(wanted, timeout=30)
     )
-    return {(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0}
+    return {
+        (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
+        for tp in committed
+        if tp.offset >= 0
+    }
 
 
-def commit_group_offsets(consumer: Consumer, topic: str, next_offsets: Mapping[int, int]) -> None:
-    """Synchronously commit `next_offsets` (partition -> next offset to read) for the group."""
+def commit_group_offsets(
+    consumer: Consumer, topic: str, next_offsets: Mapping[int, int], metadata: str = ""
+) -> None:
+    """Synchronously commit `next_offsets` (partition -> next offset to read) for the group,
+    each with `metadata` (what the offsets belong to)."""
     if not next_offsets:
         return
 
     def commit() -> None:
         result = consumer.commit(
-            offsets=[TopicPartition(topic, p, o) for p, o in next_offsets.items()],
+            offsets=[
+                TopicPartition(topic, p, o, metadata=metadata) for p, o in next_offsets.items()
+            ],
             asynchronous=False,
         )
         for tp in result or []:

@@ -23,6 +23,7 @@ from connectors.config import Guarantee, Settings
 from connectors.delta import markers as offsets
 from connectors.delta.dead_letters import dead_letter_uri
 from connectors.delta.gaps import GapLog
+from connectors.delta.table_identity import check_identity, table_of_group_metadata
 from connectors.kafka import group_offsets, topic_ids
 from connectors.kafka.client import list_partitions, make_admin, watermarks
 
@@ -60,7 +61,9 @@ class StartResolver:
         guarantee = self._settings.guarantee
         group: dict[Key, int] = {}
         if guarantee is not Guarantee.EXACTLY_ONCE:
-            group = group_offsets.group_offsets(consumer, list(resume))
+            committed = group_offsets.group_offsets(consumer, list(resume))
+            self._check_group_tables({key[0]: meta for key, (_, meta) in committed.items()})
+            group = {key: offset for key, (offset, _) in committed.items()}
         starts: dict[Key, StartPosition] = {}
         without: dict[str, list[int]] = {}
         for key, state in resume.items():
@@ -92,6 +95,14 @@ class StartResolver:
                 origins = self._origins(topic, partitions)
                 starts.update({(topic, p): StartPosition(o) for p, o in origins.items()})
         return starts
+
+    def _check_group_tables(self, metadata: Mapping[str, str]) -> None:
+        """The group's offsets resume after what its table held: that table must still be
+        there (`connectors.delta.table_identity`). The topic's first table owns them."""
+        for topic, meta in sorted(metadata.items()):
+            recorded = table_of_group_metadata(meta)
+            uri = self._settings.table_uri(self._tables[topic][0])
+            check_identity(self._settings, uri, recorded, by_group=True)
 
     def _origins(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """Recorded origins; at the topic's first start those of all its partitions."""
