@@ -98,18 +98,24 @@ def check_topic_ids(settings: Settings, admin: AdminClient) -> None:
             check_gap_log(settings, topic, current)
 
 
-def check_gap_log(settings: Settings, topic: str, current: str) -> None:
-    """The origins and gaps of `<root>/_data_loss/<topic>` must be of the topic the broker has:
-    an old topic's origin would skip the new topic's first offsets. A table from before the
-    stamp (or a broker without IDs) is stamped now."""
+def stale_gap_log(settings: Settings, topic: str, current: str) -> tuple[str, str] | None:
+    """(its URI, its topic ID) when `<root>/_data_loss/<topic>` describes another topic ID than
+    `current`; a log from before the stamp (or from a broker without IDs) is stamped now."""
     uri = gap_uri(settings.table_root, topic)
     table = offsets.open_table(uri, settings.storage_options)
     if table is None:
-        return
+        return None
     stored = stored_topic_id(table, topic)
     if stored is None:
         stamp(table, topic, current)
-    elif stored != current:
+    return None if stored in (None, current) else (uri, str(stored))
+
+
+def check_gap_log(settings: Settings, topic: str, current: str) -> None:
+    """The origins and gaps of the gap log must be of the topic the broker has: an old topic's
+    origin would skip the new topic's first offsets."""
+    if (stale := stale_gap_log(settings, topic, current)) is not None:
+        uri, stored = stale
         raise OffsetsReusedError(
             f"topic {topic} was deleted and recreated: {uri} records where the job began reading "
             f"topic ID {stored} and what Kafka lost of it, but the broker's topic {topic} has ID "

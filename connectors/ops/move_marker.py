@@ -23,7 +23,8 @@ from deltalake import DeltaTable, write_deltalake
 from connectors.config import ConfigError, Guarantee, Settings
 from connectors.delta import markers as offsets
 from connectors.delta.dead_letters import dead_letter_uri
-from connectors.delta.gaps import Gap, GapLog, gap_uri
+from connectors.delta.gaps import Gap, GapLog
+from connectors.delta.table_identity import group_metadata
 from connectors.kafka import topic_ids
 from connectors.kafka.client import list_partitions, make_admin, make_consumer
 from connectors.kafka.group_offsets import commit_group_offsets
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     marker = offsets.table_markers(table, topic, [partition]).get(partition)
     skipped_from = max(landed, -1 if marker is None else marker) + 1
     if by_group:  # Kafka first: a failure here leaves the table as it was
-        _commit_group(settings, topic, partition, target)
+        _commit_group(settings, topic, partition, target, str(table.metadata().id))
     if target > skipped_from:
         reason = "skipped on purpose with waxlake move-marker" + (
             f": {args.reason}" if args.reason else ""
@@ -144,10 +145,8 @@ def _topic_id(settings: Settings, topic: str) -> str | None:
 
 def _check_gap_log(settings: Settings, topic: str, adopted: str) -> None:
     """The old topic's origins and gaps must not be taken for the new topic's."""
-    uri = gap_uri(settings.table_root, topic)
-    table = offsets.open_table(uri, settings.storage_options)
-    stored = None if table is None else topic_ids.stored_topic_id(table, topic)
-    if stored is not None and stored != adopted:
+    if (stale := topic_ids.stale_gap_log(settings, topic, adopted)) is not None:
+        uri, stored = stale
         raise CommandError(
             f"{uri} records where the job began reading topic ID {stored} and what Kafka lost of "
             f"it, not of the topic's ID now, {adopted}: move {uri} away first (it describes the "
@@ -156,10 +155,14 @@ def _check_gap_log(settings: Settings, topic: str, adopted: str) -> None:
         )
 
 
-def _commit_group(settings: Settings, topic: str, partition: int, target: int) -> None:
+def _commit_group(
+    settings: Settings, topic: str, partition: int, target: int, table_id: str
+) -> None:
+    """The offset carries the table's ID, as the job's commits do (a start then still knows
+    which table the group's position belongs to)."""
     consumer = make_consumer(settings, what=f"move-marker {topic}[{partition}]")
     try:
-        commit_group_offsets(consumer, topic, {partition: target})
+        commit_group_offsets(consumer, topic, {partition: target}, group_metadata(table_id))
     except KafkaException as exc:
         raise CommandError(
             f"could not move the offset of group {settings.group_id} ({exc.args[0].str()}); "
