@@ -19,6 +19,7 @@ from deltalake import DeltaTable, write_deltalake
 from connectors.kafka.records import SCHEMA
 from tests.jobs import job_env, produce, read_table, run_job, simple_items
 from tests.test_data_loss import last_line, move_marker
+from tests.test_routing import ROUTED, events
 
 OTHER_GUARANTEES = ["at-least-once", "at-most-once"]
 
@@ -140,3 +141,25 @@ def test_a_group_offset_moved_by_move_marker_still_names_its_table(
     refused = run_job(env, root / "_recovery")
     assert refused.returncode == 1, refused.stderr[-3000:]
     assert f"table {root / topic} is gone" in last_line(refused.stderr)
+
+
+def test_the_deleted_tables_of_a_routed_topic_are_named_as_gone(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """A routed topic's tables are made (empty) before any record is read, so at the refusal
+    a table stands at each place: the message must still say that the landed one is gone."""
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    recovery = root / "_recovery"
+    env = job_env(kafka_bootstrap, [topic], root)
+    produce(kafka_bootstrap, events(topic, "click", range(20)))
+    assert run_job(env, recovery, flow=ROUTED).returncode == 0
+    for table in ("clicks", "views", "other_events"):
+        shutil.rmtree(root / table)
+
+    refused = run_job(env, recovery, flow=ROUTED)
+
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    line = last_line(refused.stderr)
+    assert f"table {root / 'clicks'} is gone" in line, line
+    assert "made an empty one at its place" in line, line

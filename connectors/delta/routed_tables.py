@@ -46,8 +46,10 @@ def prepare_routed_tables(
     partitions: Mapping[str, Sequence[int]],
     open_table: Callable[[str], DeltaTable | None],
     writer_of: Creator,
-) -> None:
-    """Create the missing tables of each topic that lands in several (module doc)."""
+) -> set[str]:
+    """Create the missing tables of each topic that lands in several (module doc); returns
+    the names of those created."""
+    made: set[str] = set()
     for topic, names in per_topic.items():
         if len(names) < 2:
             continue
@@ -67,6 +69,8 @@ def prepare_routed_tables(
             )
         created = {n: t for n in missing if (t := open_table(n)) is not None}
         _record_routes(topic, {**existing, **created})
+        made.update(created)
+    return made
 
 
 def _recorded(table: DeltaTable, topic: str) -> set[str]:

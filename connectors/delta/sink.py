@@ -51,8 +51,9 @@ class DeltaSink(FixedPartitionedSink[KafkaBatch, str | None]):
                 "land in several tables, whose group offsets would move each other; routing "
                 "needs exactly-once (each table keeps its own markers)"
             )
+        self._made_now: set[str] = set()  # tables this start created (empty) before reading
         if routed:
-            prepare_routed_tables(
+            self._made_now = prepare_routed_tables(
                 {t: per_topic[t] for t in routed},
                 list_partitions(settings, admin=self._shared.admin()),
                 lambda name: offsets.open_table(settings.table_uri(name), settings.storage_options),
@@ -88,4 +89,5 @@ class DeltaSink(FixedPartitionedSink[KafkaBatch, str | None]):
             self._make_writer,
             self._shared,
             resume_state,
+            made_now=for_part in self._made_now,
         )

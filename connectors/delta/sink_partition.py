@@ -59,11 +59,13 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, str | None]):
         make_writer: WriterFactory | None,
         shared: SharedClients,
         resume_state: str | None = None,
+        *,
+        made_now: bool = False,
     ) -> None:
         self._settings = settings
         self._name = name
         self._uri = settings.table_uri(name)
-        self._table_id = check_identity(settings, self._uri, resume_state)
+        self._table_id = check_identity(settings, self._uri, resume_state, made_now=made_now)
         self._look_up_id = self._table_id is None  # at the next snapshot, and after a commit
         self._group_sent_without_id = False
         self._owns_group = owns_group

@@ -45,21 +45,32 @@ def table_of_group_metadata(metadata: str | None) -> str | None:
 
 
 def check_identity(
-    settings: Settings, uri: str, recorded: str | None, *, by_group: bool = False
+    settings: Settings,
+    uri: str,
+    recorded: str | None,
+    *,
+    by_group: bool = False,
+    made_now: bool = False,
 ) -> str | None:
     """The table ID to keep; raises if the table at `uri` is not the `recorded` one (the
     recovery store's positions, or the group's with `by_group`, are past records it held) and
-    WAXLAKE_ON_DATA_LOSS=fail."""
+    WAXLAKE_ON_DATA_LOSS=fail. `made_now`: this start created the table at `uri` (a routed
+    topic's), so a different ID means the recorded table is gone."""
     if recorded is None:  # positions from before table IDs, or nothing committed yet
         return None
     found = table_id(uri, settings.storage_options)
     if found == recorded:
         return found
-    what = (
-        f"table {uri} is gone"
-        if found is None
-        else f"table {uri} was replaced (it now has table ID {found})"
-    )
+    if found is None:
+        what = f"table {uri} is gone"
+    elif made_now:
+        what = (
+            f"table {uri} is gone (this start made an empty one at its place, as it does for "
+            "every table of a topic that lands in several)"
+        )
+    else:
+        what = f"table {uri} was replaced (it now has table ID {found})"
+
     holder = f"consumer group {settings.group_id}" if by_group else "the recovery store"
     problem = (
         f"{what}, but {holder} resumes its partitions after the records that table ID "
