@@ -16,7 +16,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from deltalake import DeltaTable
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 
-from tests.jobs import Record, job_env, produce
+from tests.jobs import job_env
+from tests.producing import Record, produce
 
 FLOW = "flows.registry_to_delta:flow"
 # Name subjects by topic and give the client a timeout (see tests/test_local_registry.py).

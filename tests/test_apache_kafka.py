@@ -22,19 +22,15 @@ from connectors.delta.markers import app_id
 from connectors.local_broker import KafkaBroker, create_topic, kafka_consumer_groups, start_kafka
 from tests.brokers import kafka_possible
 from tests.jobs import (
-    BackgroundProducer,
-    Record,
     diff,
     job_env,
     landed_keys,
-    produce,
-    producer,
     read_table,
     run_job,
-    simple_items,
     start_job,
     wait_until_version_grows,
 )
+from tests.producing import BackgroundProducer, Record, produce, producer, simple_items
 
 
 def watermarks(

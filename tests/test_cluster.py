@@ -10,19 +10,16 @@ import pytest
 
 from tests.jobs import (
     REPO,
-    BackgroundProducer,
-    Record,
     cluster_commands,
     job_command,
     job_env,
-    produce,
     read_table,
     run_cluster,
     run_job,
-    simple_items,
     versions,
     wait_until_version_grows,
 )
+from tests.producing import BackgroundProducer, Record, produce, simple_items
 
 
 def assert_exactly_once(root, produced: list[Record]) -> None:

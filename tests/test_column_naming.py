@@ -15,7 +15,8 @@ from connectors.decoding.base import VALUE_NAMING
 from connectors.decoding.naming import Naming
 from connectors.decoding.registry.decoder import NAMING as REGISTRY_NAMING
 from connectors.decoding.state_changes import OWN_COLUMNS, ROW_NAMING
-from tests.jobs import job_env, produce, read_table, run_job
+from tests.jobs import job_env, read_table, run_job
+from tests.producing import produce
 from tests.registry_support import avro, registry_env
 from tests.test_upsert_flow import FLOW as UPSERT_FLOW
 from tests.test_upsert_flow import debezium_event, state

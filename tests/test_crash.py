@@ -13,15 +13,8 @@ import random
 
 import pytest
 
-from tests.jobs import (
-    BackgroundProducer,
-    diff,
-    job_env,
-    kill_at_random,
-    landed_keys,
-    read_table,
-    run_job,
-)
+from tests.jobs import diff, job_env, kill_at_random, landed_keys, read_table, run_job
+from tests.producing import BackgroundProducer
 
 KILLS = 4
 

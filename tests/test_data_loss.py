@@ -24,16 +24,8 @@ from deltalake import DeltaTable
 from connectors.delta.markers import app_id
 from connectors.kafka.topic_ids import broker_topic_ids
 from tests.broker_ops import delete_records, recreate_topic
-from tests.jobs import (
-    job_env,
-    kill_if_running,
-    produce,
-    read_table,
-    run_job,
-    simple_items,
-    start_job,
-    wait_while_running,
-)
+from tests.jobs import job_env, kill_if_running, read_table, run_job, start_job, wait_while_running
+from tests.producing import produce, simple_items
 
 WAXLAKE = str(Path(sys.executable).parent / "waxlake")
 GUARANTEES = ["exactly-once", "at-least-once", "at-most-once"]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from tests.broker_ops import delete_records, watermarks
 from tests.jobs import (
-    BackgroundProducer,
     job_env,
     landed_keys,
     read_table,
@@ -25,6 +24,7 @@ from tests.jobs import (
     versions,
     wait_until_version_grows,
 )
+from tests.producing import BackgroundProducer
 
 ROUNDS = 3
 

@@ -17,7 +17,8 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.kafka.topic_ids import broker_topic_ids
 from tests.broker_ops import add_partitions, delete_records, recreate_topic
-from tests.jobs import job_env, produce, read_table, run_job
+from tests.jobs import job_env, read_table, run_job
+from tests.producing import produce
 from tests.test_data_loss import gaps, last_line
 
 

@@ -13,7 +13,8 @@ import pytest
 from deltalake import DeltaTable
 
 from tests.broker_ops import delete_records, recreate_topic
-from tests.jobs import job_env, produce, run_job, simple_items
+from tests.jobs import job_env, run_job
+from tests.producing import produce, simple_items
 from tests.test_data_loss import gaps, last_line, move_marker, offsets_in
 
 OTHER_GUARANTEES = ["at-least-once", "at-most-once"]

@@ -10,7 +10,8 @@ import pytest
 from deltalake import DeltaTable
 
 from connectors.delta.markers import app_id
-from tests.jobs import Record, job_env, produce, producer, read_table, run_job, simple_items
+from tests.jobs import job_env, read_table, run_job
+from tests.producing import Record, produce, producer, simple_items
 
 EDGE_CASES: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = [
     (b"k", b"v", []),

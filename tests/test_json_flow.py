@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.jobs import job_env, landed_keys, produce, read_table, run_job
+from tests.jobs import job_env, landed_keys, read_table, run_job
+from tests.producing import produce
 
 JSON_FLOW = "flows.json_to_delta:flow"
 Item = tuple[str, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]

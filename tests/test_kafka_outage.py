@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from connectors.local_broker import LocalBroker, create_topic, start_kafka, start_tansu
-from tests.jobs import job_env, produce, simple_items, start_job
+from tests.jobs import job_env, start_job
+from tests.producing import produce, simple_items
 
 
 def test_broker_outage_is_logged_and_the_job_keeps_retrying(broker_kind, tmp_path):

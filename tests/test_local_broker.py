@@ -20,7 +20,8 @@ from connectors.local_broker import create_topic
 from connectors.local_broker.apache_kafka import cluster_id
 from connectors.local_broker.process import group_alive
 from tests.brokers import kafka_possible
-from tests.jobs import REPO, produce
+from tests.jobs import REPO
+from tests.producing import produce
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ import signal
 import time
 from pathlib import Path
 
-from tests.jobs import job_env, landed_keys, produce, run_job, simple_items, start_job
+from tests.jobs import job_env, landed_keys, run_job, start_job
+from tests.producing import produce, simple_items
 
 TOPICS = 4
 PARTITIONS = 10

@@ -19,16 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.ops.metrics import METRIC_NAMES
 from tests.jobs import (
     REPO,
-    BackgroundProducer,
     job_command,
     job_env,
-    produce,
     read_table,
     run_job,
-    simple_items,
     start_job,
     wait_while_running,
 )
+from tests.producing import BackgroundProducer, produce, simple_items
 
 
 def scrape(

@@ -16,17 +16,16 @@ from deltalake import DeltaTable
 from connectors.delta.markers import app_id
 from tests.jobs import (
     REPO,
-    BackgroundProducer,
     diff,
     job_env,
     kill_at_random,
     kill_if_running,
-    produce,
     read_table,
     run_job,
     start_job,
     wait_while_running,
 )
+from tests.producing import BackgroundProducer, produce
 from tests.test_data_loss import last_line
 
 EXAMPLE = "flows.events_by_type:flow"

@@ -7,7 +7,8 @@ import pytest
 from connectors.config import ConfigError, Settings
 from connectors.ops.recovery import prepare_recovery_dir
 from connectors.ops.recovery_backup import stores_at_root
-from tests.jobs import job_env, produce, run_job, simple_items
+from tests.jobs import job_env, run_job
+from tests.producing import produce, simple_items
 from tests.test_data_loss import last_line
 
 

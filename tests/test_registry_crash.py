@@ -9,7 +9,6 @@ import signal
 import pytest
 
 from tests.jobs import (
-    BackgroundProducer,
     diff,
     kill_at_random,
     kill_if_running,
@@ -18,6 +17,7 @@ from tests.jobs import (
     start_job,
     wait_while_running,
 )
+from tests.producing import BackgroundProducer
 from tests.registry_support import (
     FLOW,
     avro,

@@ -14,7 +14,8 @@ from confluent_kafka.schema_registry import (
 )
 from deltalake import DeltaTable
 
-from tests.jobs import produce, run_job
+from tests.jobs import run_job
+from tests.producing import produce
 from tests.registry_support import (
     FLOW,
     avro,

@@ -4,7 +4,8 @@ payload unframed, and for Protobuf the message indexes in the header after the i
 
 from __future__ import annotations
 
-from tests.jobs import produce, run_job
+from tests.jobs import run_job
+from tests.producing import produce
 from tests.registry_support import (
     FLOW,
     avro,

@@ -14,7 +14,8 @@ from deltalake import DeltaTable
 
 from connectors.delta.markers import Mark, app_id
 from connectors.delta.table_writer import DeltaTableWriter
-from tests.jobs import job_env, produce, read_table, run_job
+from tests.jobs import job_env, read_table, run_job
+from tests.producing import produce
 from tests.test_data_loss import last_line
 
 ROUTED = "tests.flows.routed:flow"

@@ -16,13 +16,12 @@ from tests.jobs import (
     diff,
     job_env,
     kill_if_running,
-    produce,
     read_table,
     run_job,
-    simple_items,
     start_job,
     wait_while_running,
 )
+from tests.producing import produce, simple_items
 from tests.test_data_loss import last_line, wait_for_marker
 
 

@@ -25,17 +25,8 @@ import pytest
 
 from connectors.delta.markers import app_id
 from connectors.delta.table_writer import DeltaTableWriter
-from tests.jobs import (
-    REPO,
-    BackgroundProducer,
-    Record,
-    diff,
-    produce,
-    run_job,
-    simple_items,
-    start_job,
-    wait_until_version_grows,
-)
+from tests.jobs import REPO, diff, run_job, start_job, wait_until_version_grows
+from tests.producing import BackgroundProducer, Record, produce, simple_items
 from tests.s3 import S3Root, s3_job_env
 from tests.test_table_writer import TOPIC, expected, records
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.jobs import job_env, produce, read_table, run_job, simple_items, start_job
+from tests.jobs import job_env, read_table, run_job, start_job
+from tests.producing import produce, simple_items
 from tests.test_operations import scrape
 
 

@@ -13,7 +13,8 @@ from deltalake import DeltaTable
 from connectors.config import load_settings
 from connectors.flow_settings import unknown_settings
 from connectors.local_broker import free_port
-from tests.jobs import job_env, produce, read_table, run_job, simple_items
+from tests.jobs import job_env, read_table, run_job
+from tests.producing import produce, simple_items
 
 
 def error_line(result: subprocess.CompletedProcess[str]) -> str:

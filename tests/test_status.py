@@ -16,7 +16,8 @@ from deltalake import DeltaTable, write_deltalake
 from connectors.delta.markers import app_id
 from connectors.local_broker import free_port
 from tests.broker_ops import delete_records, recreate_topic
-from tests.jobs import REPO, job_env, produce, producer, run_job, simple_items
+from tests.jobs import REPO, job_env, run_job
+from tests.producing import produce, producer, simple_items
 
 WAXLAKE_SCRIPT = Path(sys.executable).parent / "waxlake"
 

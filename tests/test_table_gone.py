@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, TopicPartition
 from deltalake import DeltaTable, write_deltalake
 
 from connectors.kafka.records import SCHEMA
-from tests.jobs import job_env, produce, read_table, run_job, simple_items
+from tests.jobs import job_env, read_table, run_job
+from tests.producing import produce, simple_items
 from tests.test_data_loss import last_line, move_marker
 from tests.test_routing import ROUTED, events
 

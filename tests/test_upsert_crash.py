@@ -10,12 +10,8 @@ import json
 import os
 import random
 
-from tests.jobs import (
-    BackgroundProducer,
-    job_env,
-    kill_at_random,
-    run_job,
-)
+from tests.jobs import job_env, kill_at_random, run_job
+from tests.producing import BackgroundProducer
 from tests.test_upsert_flow import FLOW, replay, state
 
 KEYS = 300

@@ -9,7 +9,8 @@ from typing import Any
 
 from deltalake import DeltaTable
 
-from tests.jobs import job_env, produce, run_job
+from tests.jobs import job_env, run_job
+from tests.producing import produce
 from tests.registry_support import dead_letters
 from tests.test_upsert_flow import FLOW, debezium_event, state
 

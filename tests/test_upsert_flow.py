@@ -13,7 +13,8 @@ import pytest
 from deltalake import DeltaTable
 
 from connectors.delta.state_writer import StateTableWriter
-from tests.jobs import Record, job_env, produce, producer, run_job
+from tests.jobs import job_env, run_job
+from tests.producing import Record, produce, producer
 
 FLOW = "flows.upsert_to_delta:flow"
 COMMITTED = re.compile(r"(\d+) changes merged, (\d+) superseded in the flush, (\d+) replayed")

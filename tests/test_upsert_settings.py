@@ -18,7 +18,8 @@ from connectors.delta.markers import Mark
 from connectors.delta.state_writer import StateTableWriter
 from connectors.kafka.topic_ids import broker_topic_ids
 from tests.broker_ops import recreate_topic
-from tests.jobs import job_env, produce, run_job
+from tests.jobs import job_env, run_job
+from tests.producing import produce
 from tests.registry_support import avro, registry_env
 from tests.test_upsert_flow import FLOW, debezium_event, state
 
