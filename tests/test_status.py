@@ -232,6 +232,11 @@ def test_status_under_the_group_guarantees_gaps_and_a_recreated_topic(
     doc = json.loads(status(*common, "--json", cwd=tmp_path, env=env).stdout)
     assert partitions(doc) == [(0, 199, 205, 5)]
     assert doc["tables"][0]["partitions"][0]["committed_by"] == f"group {env['WAXLAKE_GROUP_ID']}"
+    no_env = {k: v for k, v in env.items() if k != "WAXLAKE_GROUP_ID"}
+    by_flag = status(
+        *common, "--group", env["WAXLAKE_GROUP_ID"], "--json", cwd=tmp_path, env=no_env
+    )
+    assert json.loads(by_flag.stdout) == doc, by_flag.stderr  # the operator names the group
 
     eo_root = tmp_path / "eo"
     eo_env = job_env(log_broker, [topic], eo_root, on_data_loss="continue")

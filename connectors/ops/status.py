@@ -199,6 +199,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.add_argument("--root", help="table root (default: $WAXLAKE_TABLE_ROOT)")
     status.add_argument("--bootstrap-servers", help="default: $KAFKA_BOOTSTRAP_SERVERS")
     status.add_argument("--topics", help="comma-separated (default: $WAXLAKE_TOPICS or all)")
+    status.add_argument(
+        "--group",
+        help="consumer group whose offsets are the position under at-least-once and "
+        "at-most-once (default: $WAXLAKE_GROUP_ID)",
+    )
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     status.add_argument("--timeout", type=float, default=10.0, help="seconds per broker call")
 
@@ -208,7 +213,10 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise CommandError("--timeout must be positive (seconds per broker call)")
     settings = command_settings(
-        table_root=args.root, bootstrap_servers=args.bootstrap_servers, topics=args.topics
+        table_root=args.root,
+        bootstrap_servers=args.bootstrap_servers,
+        topics=args.topics,
+        group_id=args.group,
     )
     local = "://" not in settings.table_root or settings.table_root.startswith("file://")
     topics = settings.topics or (_discover(settings.table_root) if local else [])
