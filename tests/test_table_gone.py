@@ -10,6 +10,7 @@ the consumer group's offsets are a position too: they carry the table ID in thei
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -38,15 +39,23 @@ def offsets(root, topic: str) -> list[int]:
     return sorted(read_table(root / topic)["offset"].to_list())
 
 
+def landed_once(
+    bootstrap: str, topic_factory, tmp_path: Path, guarantee: str = "exactly-once"
+) -> tuple[str, Path, dict[str, str]]:
+    """A topic whose 100 records one run landed: (topic, table root, the job's env)."""
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    env = job_env(bootstrap, [topic], root, guarantee)
+    produce(bootstrap, simple_items(topic, 1, 100))
+    assert run_job(env, root / "_recovery").returncode == 0
+    return topic, root, env
+
+
 def test_a_deleted_table_with_its_recovery_store_kept_is_refused(
     kafka_bootstrap, topic_factory, tmp_path
 ):
-    topic = topic_factory(1)
-    root = tmp_path / "lake"
+    topic, root, env = landed_once(kafka_bootstrap, topic_factory, tmp_path)
     recovery = root / "_recovery"
-    env = job_env(kafka_bootstrap, [topic], root)
-    produce(kafka_bootstrap, simple_items(topic, 1, 100))
-    assert run_job(env, recovery).returncode == 0
     shutil.rmtree(root / topic)
     produce(kafka_bootstrap, simple_items(topic, 1, 50))
 
@@ -68,12 +77,8 @@ def test_a_deleted_table_with_its_recovery_store_kept_is_refused(
 def test_a_replaced_table_is_refused_and_continue_accepts_it(
     kafka_bootstrap, topic_factory, tmp_path
 ):
-    topic = topic_factory(1)
-    root = tmp_path / "lake"
+    topic, root, env = landed_once(kafka_bootstrap, topic_factory, tmp_path)
     recovery = root / "_recovery"
-    env = job_env(kafka_bootstrap, [topic], root)
-    produce(kafka_bootstrap, simple_items(topic, 1, 100))
-    assert run_job(env, recovery).returncode == 0
     old_id = str(DeltaTable(str(root / topic)).metadata().id)
     shutil.rmtree(root / topic)
     write_deltalake(str(root / topic), pa.Table.from_pylist([], SCHEMA), partition_by="partition")
@@ -98,11 +103,7 @@ def test_a_deleted_table_under_the_groups_offsets_is_refused(
 ):
     """The table and the recovery store are deleted, the group is kept: its offsets would
     resume after the records the old table held."""
-    topic = topic_factory(1)
-    root = tmp_path / "lake"
-    env = job_env(kafka_bootstrap, [topic], root, guarantee)
-    produce(kafka_bootstrap, simple_items(topic, 1, 100))
-    assert run_job(env, root / "_recovery").returncode == 0
+    topic, root, env = landed_once(kafka_bootstrap, topic_factory, tmp_path, guarantee)
     if not group_metadata_of(kafka_bootstrap, env["WAXLAKE_GROUP_ID"], topic):
         pytest.skip("the broker drops offset commit metadata (Tansu): README says what is left")
     shutil.rmtree(root)
@@ -125,11 +126,7 @@ def test_a_group_offset_moved_by_move_marker_still_names_its_table(
 ):
     """An operator's move keeps the group's offsets tied to the table: deleting the table after
     it is refused like after any run."""
-    topic = topic_factory(1)
-    root = tmp_path / "lake"
-    env = job_env(kafka_bootstrap, [topic], root, "at-least-once")
-    produce(kafka_bootstrap, simple_items(topic, 1, 100))
-    assert run_job(env, root / "_recovery").returncode == 0
+    topic, root, env = landed_once(kafka_bootstrap, topic_factory, tmp_path, "at-least-once")
     before = group_metadata_of(kafka_bootstrap, env["WAXLAKE_GROUP_ID"], topic)
     if not before:
         pytest.skip("the broker drops offset commit metadata (Tansu): README says what is left")
