@@ -11,14 +11,16 @@ The source block gives `cdc_source_ts` (source.ts_ms) and, where the connector h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.columns import one_array
+from connectors.decoding import connect_types
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN
+from connectors.decoding.connect_types import Logical
 from connectors.decoding.naming import Naming
 
 Reject = Callable[[pa.Table, pa.Array, str, str], pa.Table]
@@ -31,25 +33,36 @@ TRUNCATE = (
 )
 
 
-def unwrap(raw: pa.Table) -> pa.Table:
-    """Values with the JSON converter's `schema`/`payload` wrapper become their payload."""
+def unwrap(raw: pa.Table) -> tuple[pa.Table, dict[str, Logical]]:
+    """Values with the JSON converter's `schema`/`payload` wrapper become their payload; the
+    wrappers' schemas give the row fields' logical types (`connect_types`)."""
     if raw.num_rows == 0:
-        return raw
+        return raw, {}
     text = pl.Series("v", raw["value"].cast(pa.string(), safe=False))
-    payload = pl.select(text.str.json_path_match("$.payload")).to_series()
-    values = pc.if_else(
-        pc.is_null(payload.to_arrow()), raw["value"], payload.to_arrow().cast(pa.binary())
+    found = pl.select(
+        text.str.json_path_match("$.payload").alias("payload"),
+        text.str.json_path_match("$.schema").alias("schema"),
     )
-    return raw.set_column(raw.schema.get_field_index("value"), "value", values)
+    payload = found["payload"].to_arrow()
+    values = pc.if_else(pc.is_null(payload), raw["value"], payload.cast(pa.binary()))
+    logical = connect_types.row_types(found["schema"].drop_nulls().unique().to_list())
+    return raw.set_column(raw.schema.get_field_index("value"), "value", values), logical
 
 
 def _field(rows: pa.Table, name: str) -> pa.Array | None:
     return one_array(rows[name]) if name in rows.column_names else None
 
 
-def changes(rows: pa.Table, reject: Reject, naming: Naming) -> pa.Table:
+def changes(
+    rows: pa.Table,
+    reject: Reject,
+    naming: Naming,
+    logical: Mapping[str, Logical] | None = None,
+    table: pa.Schema | None = None,
+) -> pa.Table:
     """Decoded envelopes (columns before, after, op, source, ...) -> row changes, the row's
-    fields named by `naming` (which takes at least the Kafka metadata and cdc_* columns)."""
+    fields named by `naming` (which takes at least the Kafka metadata and cdc_* columns), with
+    the `logical` types of the wrapper where `table` (the state table at start) agrees."""
     tombstones = one_array(rows[TOMBSTONE_COLUMN])
     rows = rows.filter(pc.invert(tombstones))  # Debezium's own tombstones: nothing to apply
     op = _field(rows, "op")
@@ -65,8 +78,9 @@ def changes(rows: pa.Table, reject: Reject, naming: Naming) -> pa.Table:
     op = one_array(rows["op"])
     unknown = pc.invert(pc.fill_null(pc.is_in(op, pa.array(list(OPS))), False))
     rows = reject(rows, unknown, "NotDebezium", "op is not one of c, r, u, d")
-    op = one_array(rows["op"])
-    deleted = pc.equal(op, "d")
+    if logical:
+        rows = _with_logical_types(rows, reject, naming, logical, table)
+    deleted = pc.equal(one_array(rows["op"]), "d")
     image = _image(rows, deleted)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {n: rows[n] for n in METADATA_COLUMNS}
     columns["__deleted"] = deleted
@@ -75,6 +89,48 @@ def changes(rows: pa.Table, reject: Reject, naming: Naming) -> pa.Table:
         for index, field in enumerate(image.type):
             columns[naming.column(field.name)] = image.field(index)
     return pa.table(columns)
+
+
+def _with_logical_types(
+    rows: pa.Table,
+    reject: Reject,
+    naming: Naming,
+    logical: Mapping[str, Logical],
+    table: pa.Schema | None,
+) -> pa.Table:
+    """`before` and `after` with their logical fields converted; a change whose value does not
+    convert (not base64, more digits than its precision) is a `TypeConflict` dead letter."""
+    bad: dict[str, list[int]] = {}  # reason -> rows
+    for side in connect_types.ROW_IMAGES:
+        struct = _field(rows, side)
+        if struct is None or not pa.types.is_struct(struct.type):
+            continue
+        children = []
+        for field, child in zip(struct.type, struct.flatten(), strict=True):
+            kind = logical.get(field.name)
+            held = _held_type(table, naming.column(field.name))
+            if kind is not None and kind.target is not None and held in (None, kind.target):
+                child, failed = connect_types.convert(child, kind)
+                if failed:
+                    reason = f"field {field.name} does not hold a Kafka Connect {kind.name}"
+                    bad.setdefault(reason, []).extend(failed)
+            children.append(child)
+        names = [f.name for f in struct.type]
+        converted = pa.StructArray.from_arrays(children, names, mask=pc.is_null(struct))
+        rows = rows.set_column(rows.schema.get_field_index(side), side, converted)
+    if not bad:
+        return rows
+    rows = rows.append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
+    for reason, failed in bad.items():
+        mask = pc.is_in(rows["__row"], pa.array(failed, pa.int64()))
+        rows = reject(rows, mask, "TypeConflict", reason)
+    return rows.drop_columns(["__row"])
+
+
+def _held_type(table: pa.Schema | None, column: str) -> pa.DataType | None:
+    if table is None or column not in table.names:
+        return None
+    return table.field(column).type
 
 
 def _image(rows: pa.Table, deleted: pa.Array) -> pa.StructArray | None:

@@ -22,8 +22,9 @@ import pyarrow.compute as pc
 
 from connectors.columns import any_null, one_array, only_value
 from connectors.config import ConfigError, Settings
-from connectors.decoding import debezium
+from connectors.decoding import connect_types, debezium
 from connectors.decoding.base import METADATA_COLUMNS, TOMBSTONE_COLUMN, VALUE_NAMING, Decoder
+from connectors.decoding.json_values import JsonDecoder
 from connectors.decoding.kafka_keys import fill_from_kafka_key
 from connectors.decoding.naming import Naming
 from connectors.delta.dead_letters import Split, reject_decoded
@@ -56,15 +57,25 @@ class ChangeDecoder:
 
     evolves_schema = True
 
-    def __init__(self, values: Decoder, key_fields: Sequence[str], cdc: str, buckets: int) -> None:
+    def __init__(
+        self,
+        values: Decoder,
+        key_fields: Sequence[str],
+        cdc: str,
+        buckets: int,
+        table: pa.Schema | None = None,
+    ) -> None:
         self._values = values
+        self._table = table  # the state table at start: its columns keep their types
         self.key_columns = list(key_fields) or ["key"]
         self._by_fields = bool(key_fields)
         self._cdc = cdc
         self._buckets = buckets
 
     def split(self, raw: pa.Table) -> Split:
-        values = debezium.unwrap(raw) if self._cdc == "debezium" else raw
+        values, logical = debezium.unwrap(raw) if self._cdc == "debezium" else (raw, {})
+        if logical and isinstance(self._values, JsonDecoder):
+            self._values.fields = connect_types.wire_fields(self._values.fields, logical)
         split = self._values.split(values)
         rows = split.rows
         if self._cdc == "debezium":
@@ -72,6 +83,8 @@ class ChangeDecoder:
                 rows,
                 lambda table, mask, c, t: reject_decoded(split, raw, table, mask, c, t),
                 ROW_NAMING,
+                logical,
+                self._table,
             )
         else:  # the value decoder named the fields (its naming takes OWN_COLUMNS too)
             rows = rows.append_column(DELETED, rows[TOMBSTONE_COLUMN])

@@ -164,7 +164,11 @@ def changes(settings: Settings) -> DecoderFactory:
 
     def make(topic: str) -> ChangeDecoder:
         return ChangeDecoder(
-            make_values(topic), settings.key_fields, settings.cdc_format, settings.key_buckets
+            make_values(topic),
+            settings.key_fields,
+            settings.cdc_format,
+            settings.key_buckets,
+            schemas.get(topic),
         )
 
     return make
