@@ -6,7 +6,8 @@ ignored: the delete already happened; so is a logical decoding message (`m`), wh
 row. A truncate (`t`) is a `NotApplied` dead letter: emptying the table is left to the user.
 The source block gives `cdc_source_ts` (source.ts_ms) and, where the connector has them,
 `cdc_lsn` (PostgreSQL `lsn`, SQL Server `change_lsn`), `cdc_scn` (Oracle) and `cdc_position`
-(MySQL binlog `file:pos`).
+(MySQL binlog `file:pos`). The wrapper's schema types the row's dates, timestamps and decimals
+(`connect_types`).
 """
 
 from __future__ import annotations
