@@ -58,7 +58,7 @@ def _split_envelopes(text: pl.Series) -> tuple[pa.Array, list[str]]:
     A JSON path match parses every value whole, twice as long as the rest of the decoding; the
     converter's own layout is split at its separator instead, and a value in any other layout
     (or whose schema does not parse once split) takes the JSON path."""
-    parts = text.str.split_exact(SEPARATOR, 1).struct.unnest()
+    parts = text.str.splitn(SEPARATOR, 2).struct.unnest()  # the rest whole
     schema = parts["field_0"].str.strip_prefix(ENVELOPE)
     fast = text.str.starts_with(ENVELOPE) & text.str.ends_with("}")
     fast = (fast & parts["field_1"].str.starts_with("{")).fill_null(False)
