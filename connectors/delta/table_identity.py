@@ -70,7 +70,6 @@ def check_identity(
         )
     else:
         what = f"table {uri} was replaced (it now has table ID {found})"
-
     holder = f"consumer group {settings.group_id}" if by_group else "the recovery store"
     problem = (
         f"{what}, but {holder} resumes its partitions after the records that table ID "
