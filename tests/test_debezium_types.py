@@ -69,12 +69,15 @@ def row(i: int, price: str | None = None) -> dict[str, Any]:
 
 
 def event(
-    topic: str, i: int, after: dict[str, Any], wrap: bool = True, compact: bool = True
+    topic: str, i: int, after: dict[str, Any], wrap: bool = True, layout: str = "connect"
 ) -> tuple[str, int, bytes, bytes, tuple[()]]:
-    """`compact`: laid out as Kafka Connect's JSON converter writes it; else as json.dumps."""
+    """`layout`: `connect` as Kafka Connect's JSON converter writes the wrapper (compact, the
+    schema first), `python` as json.dumps does, `payload-first` neither (the JSON path's)."""
     payload = {"before": None, "after": after, "op": "c"}
     value = {"schema": SCHEMA, "payload": payload} if wrap else payload
-    text = json.dumps(value, separators=(",", ":") if compact else None)
+    if layout == "payload-first":
+        value = {"payload": payload, "schema": SCHEMA}
+    text = json.dumps(value, separators=(",", ":") if layout == "connect" else None)
     return (topic, 0, json.dumps({"id": i}).encode(), text.encode(), ())
 
 
@@ -82,18 +85,18 @@ def table_of(root: Path, topic: str) -> pa.Table:
     return DeltaTable(str(root / topic)).to_pyarrow_table().sort_by("id")
 
 
-@pytest.mark.parametrize("compact", [True, False], ids=["connect-layout", "other-layout"])
+@pytest.mark.parametrize("layout", ["connect", "python", "payload-first"])
 def test_logical_types_land_typed_and_stay_typed_after_a_restart(
-    compact, kafka_bootstrap, topic_factory, tmp_path
+    layout, kafka_bootstrap, topic_factory, tmp_path
 ):
     topic = topic_factory(1)
     root = tmp_path / "lake"
     env = job_env(kafka_bootstrap, [topic], root, cdc_format="debezium", key_fields="id")
     too_wide = unscaled(10**11)  # 12 digits: precision is 10
     changes = [row(1), row(2, "not base64!"), row(4, too_wide)]
-    produce(kafka_bootstrap, [event(topic, r["id"], r, compact=compact) for r in changes])
+    produce(kafka_bootstrap, [event(topic, r["id"], r, layout=layout) for r in changes])
     first = run_job(env, None, flow=FLOW)
-    produce(kafka_bootstrap, [event(topic, 3, row(3), compact=compact)])
+    produce(kafka_bootstrap, [event(topic, 3, row(3), layout=layout)])
     again = run_job(env, None, flow=FLOW)
 
     assert first.returncode == 0, first.stderr[-3000:]
@@ -143,3 +146,22 @@ def test_a_table_that_holds_them_as_integers_keeps_them(kafka_bootstrap, topic_f
     assert table.schema.field("price").type == pa.string()
     assert table["born"].to_pylist() == [19_001, 19_002]
     assert not (root / "_dead_letters" / topic / "_delta_log").exists()
+
+
+def test_one_poll_mixing_layouts_lands_every_change(kafka_bootstrap, topic_factory, tmp_path):
+    """Each value is unwrapped by its own layout, whatever the others in its poll are."""
+    topic = topic_factory(1)
+    root = tmp_path / "lake"
+    env = job_env(kafka_bootstrap, [topic], root, cdc_format="debezium", key_fields="id")
+    layouts = ["python", "connect", "payload-first", "connect", "python"]
+    produce(
+        kafka_bootstrap, [event(topic, i, row(i), layout=kind) for i, kind in enumerate(layouts)]
+    )
+
+    result = run_job(env, None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = table_of(root, topic)
+    assert table["id"].to_pylist() == [0, 1, 2, 3, 4]
+    assert table["born"].to_pylist() == [dt.date(2022, 1, 8) + dt.timedelta(i) for i in range(5)]
+    assert table["price"].to_pylist() == [Decimal(-12_345 - i) / 100 for i in range(5)]

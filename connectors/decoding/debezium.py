@@ -35,9 +35,9 @@ TRUNCATE = (
 )
 
 
-ENVELOPE = '{"schema":'
-SEPARATOR = ',"payload":'
-"""How Kafka Connect's JSON converter writes a wrapped value: compact, the schema first."""
+LAYOUTS = (('{"schema":', ',"payload":'), ('{"schema": ', ', "payload": '))
+"""(start, separator) of a wrapped value as Kafka Connect's JSON converter writes it (compact,
+the schema first), and as Python's `json.dumps` does."""
 
 
 def unwrap(raw: pa.Table) -> tuple[pa.Table, dict[str, Logical]]:
@@ -56,24 +56,39 @@ def _split_envelopes(text: pl.Series) -> tuple[pa.Array, list[str]]:
     """Each value's payload (null where it has no wrapper) and the distinct schemas.
 
     A JSON path match parses every value whole, twice as long as the rest of the decoding; the
-    converter's own layout is split at its separator instead, and a value in any other layout
-    (or whose schema does not parse once split) takes the JSON path."""
-    parts = text.str.splitn(SEPARATOR, 2).struct.unnest()  # the rest whole
-    schema = parts["field_0"].str.strip_prefix(ENVELOPE)
-    fast = text.str.starts_with(ENVELOPE) & text.str.ends_with("}")
-    fast = (fast & parts["field_1"].str.starts_with("{")).fill_null(False)
-    schemas = schema.filter(fast).unique().to_list()
+    known layouts are split at their separator instead, and a value in any other layout (or
+    whose schema does not parse once split) takes the JSON path."""
+    payload = pl.Series("payload", [None] * len(text), pl.String)
+    schemas: list[str] = []
+    left = pl.Series("row", range(len(text)), pl.UInt32)
+    for start, separator in LAYOUTS:
+        values = text.gather(left)
+        done, found, kinds = _split_layout(values, start, separator)
+        payload = payload.scatter(left.filter(done), found.filter(done))
+        schemas += kinds
+        left = left.filter(~done)
+        if not len(left):
+            return payload.to_arrow(), schemas
+    rest = text.gather(left)
+    payload = payload.scatter(left, rest.str.json_path_match("$.payload"))
+    schemas += rest.str.json_path_match("$.schema").drop_nulls().unique().to_list()
+    return payload.to_arrow(), schemas
+
+
+def _split_layout(
+    text: pl.Series, start: str, separator: str
+) -> tuple[pl.Series, pl.Series, list[str]]:
+    """(which values are in this layout, their payloads, the distinct schemas)."""
+    parts = text.str.splitn(separator, 2).struct.unnest()  # the rest whole
+    schema = parts["field_0"].str.strip_prefix(start)
+    done = text.str.starts_with(start) & text.str.ends_with("}")
+    done = (done & parts["field_1"].str.starts_with("{")).fill_null(False)
+    schemas = schema.filter(done).unique().to_list()
     broken = [t for t in schemas if not _parses(t)]
     if broken:
-        fast = fast & ~schema.is_in(broken)
-    schemas = [t for t in schemas if t not in broken]
-    payload = parts["field_1"].str.strip_suffix("}")
-    slow = (~fast).arg_true()
-    if len(slow):
-        rest = text.gather(slow)
-        payload = payload.scatter(slow, rest.str.json_path_match("$.payload"))
-        schemas += rest.str.json_path_match("$.schema").drop_nulls().unique().to_list()
-    return payload.to_arrow(), schemas
+        done = done & ~schema.is_in(broken)
+    kept = [t for t in schemas if t not in broken]
+    return done, parts["field_1"].str.strip_suffix("}"), kept
 
 
 def _parses(text: str) -> bool:
