@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -57,13 +56,13 @@ class Logical:
         return pa.decimal128(self.precision, self.scale) if self.precision <= 38 else None
 
 
-def row_types(schemas: Iterable[str]) -> dict[str, Logical]:
-    """The logical types of the row's fields (`before`/`after`) in the wrappers' schemas."""
+def row_types(schemas: Iterable[object]) -> dict[str, Logical]:
+    """The logical types of the row's fields (`before`/`after`) in the wrappers' schemas (as
+    parsed from JSON)."""
     out: dict[str, Logical] = {}
-    for text in schemas:
-        try:
-            parts = json.loads(text).get("fields") or []
-        except (ValueError, AttributeError):
+    for schema in schemas:
+        parts = schema.get("fields") if isinstance(schema, dict) else None
+        if not isinstance(parts, list):
             continue
         for part in parts:
             if isinstance(part, dict) and part.get("field") in ROW_IMAGES:

@@ -52,51 +52,53 @@ def unwrap(raw: pa.Table) -> tuple[pa.Table, dict[str, Logical]]:
     return raw.set_column(raw.schema.get_field_index("value"), "value", values), logical
 
 
-def _split_envelopes(text: pl.Series) -> tuple[pa.Array, list[str]]:
-    """Each value's payload (null where it has no wrapper) and the distinct schemas.
+def _split_envelopes(text: pl.Series) -> tuple[pa.Array, list[object]]:
+    """Each value's payload (null where it has no wrapper) and the distinct schemas, parsed.
 
     A JSON path match parses every value whole, twice as long as the rest of the decoding; the
     known layouts are split at their separator instead, and a value in any other layout (or
     whose schema does not parse once split) takes the JSON path."""
     payload = pl.Series("payload", [None] * len(text), pl.String)
-    schemas: list[str] = []
+    schemas: list[object] = []
     left = pl.Series("row", range(len(text)), pl.UInt32)
     for start, separator in LAYOUTS:
-        values = text.gather(left)
-        done, found, kinds = _split_layout(values, start, separator)
+        values = text if len(left) == len(text) else text.gather(left)  # no copy at first
+        done, found, parsed = _split_layout(values, start, separator)
         payload = payload.scatter(left.filter(done), found.filter(done))
-        schemas += kinds
+        schemas += parsed
         left = left.filter(~done)
         if not len(left):
             return payload.to_arrow(), schemas
     rest = text.gather(left)
     payload = payload.scatter(left, rest.str.json_path_match("$.payload"))
-    schemas += rest.str.json_path_match("$.schema").drop_nulls().unique().to_list()
+    texts = rest.str.json_path_match("$.schema").drop_nulls().unique().to_list()
+    schemas += [schema for schema in map(_parse, texts) if schema is not None]
     return payload.to_arrow(), schemas
 
 
 def _split_layout(
     text: pl.Series, start: str, separator: str
-) -> tuple[pl.Series, pl.Series, list[str]]:
-    """(which values are in this layout, their payloads, the distinct schemas)."""
+) -> tuple[pl.Series, pl.Series, list[object]]:
+    """(which values are in this layout, their payloads, the distinct schemas parsed)."""
     parts = text.str.splitn(separator, 2).struct.unnest()  # the rest whole
     schema = parts["field_0"].str.strip_prefix(start)
     done = text.str.starts_with(start) & text.str.ends_with("}")
     done = (done & parts["field_1"].str.starts_with("{")).fill_null(False)
-    schemas = schema.filter(done).unique().to_list()
-    broken = [t for t in schemas if not _parses(t)]
+    parsed = {t: _parse(t) for t in schema.filter(done).unique().to_list()}
+    broken = [t for t, value in parsed.items() if value is None]
     if broken:
         done = done & ~schema.is_in(broken)
-    kept = [t for t in schemas if t not in broken]
+    kept = [value for value in parsed.values() if value is not None]
     return done, parts["field_1"].str.strip_suffix("}"), kept
 
 
-def _parses(text: str) -> bool:
+def _parse(text: str) -> object | None:
+    """The schema's JSON; None if the text is not JSON (a value split where it should not be)."""
     try:
-        json.loads(text)
+        value: object = json.loads(text)
     except ValueError:
-        return False
-    return True
+        return None
+    return value
 
 
 def _field(rows: pa.Table, name: str) -> pa.Array | None:
