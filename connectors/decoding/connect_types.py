@@ -21,6 +21,8 @@ from decimal import Decimal
 
 import pyarrow as pa
 
+from connectors.columns import same_type
+
 DATES = {"io.debezium.time.Date", "org.apache.kafka.connect.data.Date"}
 TIMESTAMP_UNITS = {
     "io.debezium.time.Timestamp": "ms",
@@ -99,13 +101,20 @@ def wire_fields(fields: pa.Schema, logical: Mapping[str, Logical]) -> pa.Schema:
         if field.name in ROW_IMAGES and pa.types.is_struct(field.type):
             children = [
                 c.with_type(logical[c.name].wire)
-                if c.name in logical and c.type == logical[c.name].target
+                if c.name in logical and holds_target(c.type, logical[c.name])
                 else c
                 for c in field.type
             ]
             field = field.with_type(pa.struct(children))
         out.append(field)
     return pa.schema(out)
+
+
+def holds_target(held: pa.DataType | None, logical: Logical) -> bool:
+    """Whether a column of type `held` (None: no such column yet) takes the logical type, its
+    type compared as Delta stores it."""
+    target = logical.target
+    return target is not None and (held is None or same_type(held, target))
 
 
 def convert(values: pa.Array, logical: Logical) -> tuple[pa.Array, list[int]]:

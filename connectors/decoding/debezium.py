@@ -161,7 +161,7 @@ def _with_logical_types(
         for field, child in zip(struct.type, struct.flatten(), strict=True):
             kind = logical.get(field.name)
             held = _held_type(table, naming.column(field.name))
-            if kind is not None and kind.target is not None and held in (None, kind.target):
+            if kind is not None and connect_types.holds_target(held, kind):
                 child, failed = connect_types.convert(child, kind)
                 if failed:
                     reason = f"field {field.name} does not hold a Kafka Connect {kind.name}"
