@@ -108,7 +108,8 @@ def stale_gap_log(settings: Settings, topic: str, current: str) -> tuple[str, st
     stored = stored_topic_id(table, topic)
     if stored is None:
         stamp(table, topic, current)
-    return None if stored in (None, current) else (uri, str(stored))
+        return None
+    return None if stored == current else (uri, stored)
 
 
 def check_gap_log(settings: Settings, topic: str, current: str) -> None:
