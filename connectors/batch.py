@@ -9,7 +9,9 @@ checked by `check_rule` at every step made with `rows`/`frames` and again in the
     add other columns and may drop rows: a dropped record still counts as handled, because the
     batch's coverage (`first_offset`..`last_offset`), not its rows, moves the partition's marker.
     Column names stay distinct as Delta compares them, ignoring case (`N` beside `n` is one
-    column to Delta, and a commit of such rows would fail on every restart).
+    column to Delta, and a commit of such rows would fail on every restart). Each batch reaches
+    a table once (the sink checks it: a second batch of the same offsets would land below the
+    marker the first moved).
 """
 
 from __future__ import annotations

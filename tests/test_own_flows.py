@@ -145,6 +145,39 @@ def test_a_step_breaking_the_rule_stops_at_the_first_batch(
     assert not (root / topic / "_delta_log").exists()
 
 
+@pytest.mark.parametrize("step", ["split", "twice"])
+def test_a_step_that_gives_a_batch_twice_to_one_table_stops_before_losing_any(
+    step, kafka_bootstrap, topic_factory, tmp_path
+):
+    """A batch's coverage moves its partition's marker, so a second batch of the same records
+    for the same table would land below the marker: dropped as already there if a size limit
+    committed the first (a split), or landed twice (a copy). The job stops at the second, before
+    any commit of the first, and the fixed step lands every record once."""
+    topic = topic_factory(1)
+    produced = produce(
+        kafka_bootstrap, [(topic, 0, None, json.dumps({"n": i}).encode(), ()) for i in range(50)]
+    )
+    root = tmp_path / "lake"
+    env = {
+        **job_env(kafka_bootstrap, [topic], root, max_poll_records=10, max_batch_rows=4),
+        "WAXLAKE_TEST_STEP": step,
+    }
+
+    failed = run_job(env, root / "_recovery", flow=MISBEHAVING)
+
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert re.search(
+        rf"step before the sink on topic {topic} partition 0 offsets 0-\d+: these offsets "
+        rf"already reached table {topic} in another batch",
+        last_line(failed.stderr),
+    ), failed.stderr[-3000:]
+    fixed = run_job({**env, "WAXLAKE_TEST_STEP": "keep"}, root / "_recovery", flow=MISBEHAVING)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    table = Counter(read_table(root / topic).select("partition", "offset").iter_rows())
+    found = diff(produced, topic, table)
+    assert not found.lost and not found.duplicated
+
+
 def test_a_step_that_gives_a_column_two_types_stops_with_one_line(
     kafka_bootstrap, topic_factory, tmp_path
 ):

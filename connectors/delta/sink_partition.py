@@ -25,7 +25,7 @@ from confluent_kafka import KafkaException
 from deltalake.exceptions import DeltaError
 
 from connectors import guarantees
-from connectors.batch import KafkaBatch, check_rule, with_coordinate_types
+from connectors.batch import KafkaBatch, StepRuleError, check_rule, with_coordinate_types
 from connectors.config import ConfigError, Settings
 from connectors.delta.buffer import Flush, TableBuffer
 from connectors.delta.commit_report import report_commit
@@ -74,6 +74,7 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, str | None]):
         self._writer: TableWriter | None = None
         self._dead: DeltaTableWriter | None = None
         self._buffer = TableBuffer()
+        self._covered: dict[int, int] = {}  # per partition, the last offset a batch covered
         self._shared = shared
         shared.join()
         self._in_flight: Future[None] | None = None
@@ -84,14 +85,31 @@ class TableSinkPartition(StatefulSinkPartition[KafkaBatch, str | None]):
             self._check_in_flight()
             for batch in values:
                 check_rule(batch, "before the sink")
+                self._check_covered_once(batch)
                 typed = with_coordinate_types(batch.rows)
                 if typed is not batch.rows:  # a step widened them
                     batch = batch.with_rows(typed)
                 self._bind(batch.topic)
                 self._buffer.add(batch)
                 metrics.BUFFERED_ROWS.labels(batch.topic).set(self._buffer.row_count)
-                if self._full():
-                    self._flush(wait=False)
+            # Only after the whole call: a step that split a batch in two gets caught above
+            # before a commit of the first half could move the marker past the second.
+            if self._full():
+                self._flush(wait=False)
+
+    def _check_covered_once(self, batch: KafkaBatch) -> None:
+        """A batch's coverage moves its partition's marker, so each offset may reach a table
+        in one batch only: a second batch of them would land below the marker (dropped as
+        already there, or landed twice). Polls of a partition cover rising offsets."""
+        reached = self._covered.get(batch.partition, -1)
+        if batch.first_offset <= reached:
+            raise StepRuleError(
+                f"step before the sink on {batch.describe()}: these offsets already reached "
+                f"table {self._name} in another batch; a step must give one batch for each "
+                "batch it gets (filter rows within it, send rows to several tables with "
+                "`route`), README 'Write your own flow'"
+            )
+        self._covered[batch.partition] = batch.last_offset
 
     @contextmanager
     def _stops_the_job(self) -> Iterator[None]:

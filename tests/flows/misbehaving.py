@@ -7,7 +7,10 @@ step-failure tests:
 - `fail_to_dead_letters`: the same, with `on_error="dead_letter"`;
 - `drop_all`: filters every row out (the markers must still move);
 - `twin_column`: adds a column `N` beside `n` (Delta compares names ignoring case);
-- `retype`: turns `n` into strings in batches past offset 9 (one column, two types).
+- `retype`: turns `n` into strings in batches past offset 9 (one column, two types);
+- `keep`: changes nothing (the fixed step);
+- `split`: gives each batch as two, odd and even `n` (both for the topic's table);
+- `twice`: gives each batch twice.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.dataflow import Dataflow
 
-from connectors import DeltaSink, KafkaSource, decode, destination, json_values, rows, start
+from connectors import (
+    DeltaSink,
+    KafkaBatch,
+    KafkaSource,
+    decode,
+    destination,
+    json_values,
+    rows,
+    start,
+)
 
 
 def drop_offset(table: pa.Table) -> pa.Table:
@@ -52,6 +64,16 @@ def retype(table: pa.Table) -> pa.Table:
     return table.set_column(index, "n", pc.cast(table["n"], pa.string()))
 
 
+def halves(batch: KafkaBatch) -> list[KafkaBatch]:
+    odd = pc.equal(pc.bit_wise_and(batch.rows["n"], 1), 1)
+    return [
+        batch.with_rows(batch.rows.filter(odd)),
+        batch.with_rows(batch.rows.filter(pc.invert(odd))),
+    ]
+
+
+SPLITTING = {"split": halves, "twice": lambda batch: [batch, batch]}
+
 STEPS = {
     "drop_offset": rows(drop_offset),
     "invent": rows(invent),
@@ -60,11 +82,17 @@ STEPS = {
     "drop_all": rows(drop_all),
     "twin_column": rows(twin_column),
     "retype": rows(retype),
+    "keep": rows(lambda table: table),
 }
 
 settings = start()
 flow = Dataflow("misbehaving")
 records = op.input("kafka", flow, KafkaSource(settings))
 decoded = decode("decode", records, json_values(settings))
-stepped = op.map("user_step", decoded, STEPS[os.environ["WAXLAKE_TEST_STEP"]])
+step = os.environ["WAXLAKE_TEST_STEP"]
+stepped = (
+    op.flat_map("user_step", decoded, SPLITTING[step])
+    if step in SPLITTING
+    else op.map("user_step", decoded, STEPS[step])
+)
 op.output("delta", op.key_on("by_table", stepped, destination), DeltaSink(settings))
