@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
@@ -126,6 +127,30 @@ def test_continue_lands_the_rest_and_records_the_gap_once(
         check=False,
     ).stdout
     assert "lost 500 records in 1 gap" in text and "0: 1000-1499 (500 records)" in text
+
+
+def test_at_least_once_counts_no_landed_row_as_lost(log_broker, topic_factory, tmp_path):
+    """At-least-once's crash window: rows landed, the group offset not moved yet. The offsets
+    lost after that are counted from the last row that landed, not from the group's offset."""
+    topic = topic_factory(1, bootstrap=log_broker)
+    root = tmp_path / "lake"
+    env = job_env(log_broker, [topic], root, "at-least-once", on_data_loss="continue")
+    produce(log_broker, simple_items(topic, 1, 1200))
+    first = run_job(env, root / "_recovery")
+    assert first.returncode == 0, first.stderr[-3000:]
+    consumer = Consumer({"bootstrap.servers": log_broker, "group.id": env["WAXLAKE_GROUP_ID"]})
+    (committed,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    behind = TopicPartition(topic, 0, 1000, metadata=committed.metadata)
+    consumer.commit(offsets=[behind], asynchronous=False)
+    consumer.close()
+    produce(log_broker, simple_items(topic, 1, 800))
+    delete_records(log_broker, topic, {0: 1500})
+
+    result = run_job(env, tmp_path / "other-recovery")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert gaps(root, topic) == [(0, 1200, 1499)]
+    assert sorted(set(offsets_in(root, topic))) == [*range(1200), *range(1500, 2000)]
 
 
 FETCH_WAIT_MS = 50

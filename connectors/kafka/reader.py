@@ -136,7 +136,10 @@ class KafkaPartitionReader(StatefulSourcePartition[KafkaBatch, int | None]):
         self._landed = None
         for message in data:
             if message.offset() == offset:
-                self._guard.check_fingerprint(offset, landed_ms, message.timestamp()[1])
+                _, end = self._shared.consumer.get_watermark_offsets(
+                    self._watermark_tp, cached=True
+                )
+                self._guard.check_fingerprint(offset, landed_ms, message.timestamp()[1], end)
 
     def _to_batch(self, data: list[Message]) -> KafkaBatch:
         first, last = data[0].offset(), data[-1].offset()

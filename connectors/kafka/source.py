@@ -103,7 +103,7 @@ class KafkaSource(FixedPartitionedSource[KafkaBatch, int | None]):
     ) -> KafkaPartitionReader:
         topic, partition = parse_part_key(for_part)
         worker = self._worker()
-        guard = PartitionGuard(self._settings, topic, partition)
+        guard = PartitionGuard(self._settings, topic, partition, self._tables[topic])
         reader = KafkaPartitionReader(
             self._settings, worker.shared, topic, partition, resume_state, guard, worker.start_all
         )

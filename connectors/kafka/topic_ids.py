@@ -121,8 +121,10 @@ def check_gap_log(settings: Settings, topic: str, current: str) -> None:
             f"topic {topic} was deleted and recreated: {uri} records where the job began reading "
             f"topic ID {stored} and what Kafka lost of it, but the broker's topic {topic} has ID "
             f"{current}, whose offsets start again; records of the old topic that had not landed "
-            f"are gone with it. To land the new topic from its start, move {uri} away (it "
-            "describes the old topic) and restart; see README 'When Kafka loses records'"
+            "are gone with it. To land the new topic from its start, land it into a new "
+            f"WAXLAKE_TABLE_ROOT, or move {uri} away (it describes the old topic) together with "
+            "the topic's tables and dead letters (they hold the old topic's offsets); see README "
+            "'When Kafka loses records'"
         )
 
 
