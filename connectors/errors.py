@@ -79,10 +79,42 @@ def fatal_line(exc: BaseException) -> str:
             "another process of this Bytewax cluster went away (membership is static, so every "
             "process stops): restart all of them; each resumes where its tables' offsets are"
         )
+    failed = _failed_step(chain)
+    if failed is not None:
+        step, where = failed
+        return (
+            f"step {step} failed on {where}: {type(root).__name__}: {one_line(str(root))}; fix "
+            "the step and restart the job (nothing of this batch or after it was committed)"
+        )
     return (
         f"unexpected {type(root).__name__}: {one_line(str(root))} "
         "(the traceback above has the details; the tables are consistent: restart the job)"
     )
+
+
+_BYTEWAX_STEP = re.compile(r'in step "[^".]+\.([^".]+)')
+"""Bytewax names the step that raised, e.g. `in step "flow.count.stateful_flat_map..."`."""
+
+
+def _failed_step(chain: list[BaseException]) -> tuple[str, str] | None:
+    """(step, batch) for an error raised in a user's step that `rows` does not wrap (a plain
+    `op.map`, `op.stateful_map`): the step from Bytewax's message, the batch from the innermost
+    call of the traceback that held one. None for errors raised in waxlake's own code."""
+    from connectors.batch import KafkaBatch  # the batch module imports this one
+
+    step = next((m.group(1) for e in chain if (m := _BYTEWAX_STEP.search(str(e)))), None)
+    if step is None:
+        return None
+    ours = os.path.dirname(__file__)  # waxlake's own failures have lines of their own
+    frames = [frame for frame, _ in traceback.walk_tb(chain[-1].__traceback__)]
+    if any(frame.f_code.co_filename.startswith(ours) for frame in frames):
+        return None
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            held = value[-1] if isinstance(value, tuple) and value else value
+            if isinstance(held, KafkaBatch):
+                return step, held.describe()
+    return None
 
 
 def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

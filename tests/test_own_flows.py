@@ -242,6 +242,32 @@ def test_a_failing_step_stops_the_job_and_a_fixed_one_resumes(
     assert not found.lost and not found.duplicated
 
 
+def test_a_failing_step_of_its_own_names_the_step_and_the_batch(
+    kafka_bootstrap, topic_factory, tmp_path
+):
+    """A step not made with `rows` (here `op.stateful_map`) that raises: the last line still
+    names the step, the topic, the partition and the offsets, found in the failed call."""
+    topic = topic_factory(1)
+    produce(
+        kafka_bootstrap, [(topic, 0, None, json.dumps({"n": i}).encode(), ()) for i in range(40)]
+    )
+    root = tmp_path / "lake"
+    env = {
+        **job_env(kafka_bootstrap, [topic], root, max_poll_records=10),
+        "WAXLAKE_TEST_STEP": "fail_stateful",
+    }
+
+    failed = run_job(env, root / "_recovery", flow=MISBEHAVING)
+
+    assert failed.returncode == 1
+    line = last_line(failed.stderr)
+    assert re.search(
+        rf"step user_step failed on topic {topic} partition 0 offsets 10-19: ValueError: 13 is "
+        "unlucky",
+        line,
+    ), line
+
+
 def test_rows_filtered_out_still_move_the_markers(kafka_bootstrap, topic_factory, tmp_path):
     topic = topic_factory(1)
     produce(

@@ -10,7 +10,8 @@ step-failure tests:
 - `retype`: turns `n` into strings in batches past offset 9 (one column, two types);
 - `keep`: changes nothing (the fixed step);
 - `split`: gives each batch as two, odd and even `n` (both for the topic's table);
-- `twice`: gives each batch twice.
+- `twice`: gives each batch twice;
+- `fail_stateful`: an `op.stateful_map` step (no `rows`) that raises like `fail`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ def halves(batch: KafkaBatch) -> list[KafkaBatch]:
     ]
 
 
+def count_unlucky(seen: int | None, batch: KafkaBatch) -> tuple[int, KafkaBatch]:
+    unlucky(batch.rows)
+    return (seen or 0) + 1, batch
+
+
 SPLITTING = {"split": halves, "twice": lambda batch: [batch, batch]}
 
 STEPS = {
@@ -90,9 +96,12 @@ flow = Dataflow("misbehaving")
 records = op.input("kafka", flow, KafkaSource(settings))
 decoded = decode("decode", records, json_values(settings))
 step = os.environ["WAXLAKE_TEST_STEP"]
-stepped = (
-    op.flat_map("user_step", decoded, SPLITTING[step])
-    if step in SPLITTING
-    else op.map("user_step", decoded, STEPS[step])
-)
+if step == "fail_stateful":
+    keyed = op.key_on("by_topic", decoded, lambda batch: batch.topic)
+    counted = op.stateful_map("user_step", keyed, count_unlucky)
+    stepped = op.map("unkey", counted, lambda item: item[1])
+elif step in SPLITTING:
+    stepped = op.flat_map("user_step", decoded, SPLITTING[step])
+else:
+    stepped = op.map("user_step", decoded, STEPS[step])
 op.output("delta", op.key_on("by_table", stepped, destination), DeltaSink(settings))
