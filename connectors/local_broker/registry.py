@@ -2,30 +2,20 @@
 
 Apicurio Registry speaks the Confluent Schema Registry REST API under ``/apis/ccompat/v7``, so
 confluent-kafka's ``SchemaRegistryClient`` and its Avro, Protobuf and JSON Schema serializers
-work against it unchanged (``LocalRegistry.url`` is the base URL that client takes).
+work against it unchanged (``LocalRegistry.url`` is the base URL that client takes). Where its
+jars come from and which Java runs it: ``registry_install`` (Maven Central's ``all`` classifier
+of ``io.apicurio:apicurio-registry-app``, unpacked once into ``$WAXLAKE_REGISTRY_CACHE`` or
+``~/.cache/waxlake``; Java 21 or newer, ``$WAXLAKE_REGISTRY_JAVA`` to choose one).
 
-Where it comes from: Maven Central serves the registry's runnable Quarkus layout as the ``all``
-classifier (a tar.gz) of ``io.apicurio:apicurio-registry-app``. The first call resolves and
-unpacks it with Maven (``registry/pom.xml`` beside this file) into a cache directory,
-``$WAXLAKE_REGISTRY_CACHE`` or else ``~/.cache/waxlake``, as ``apicurio-<version>/``; later calls
-reuse it. Building needs ``mvn`` on ``PATH`` (or ``$WAXLAKE_REGISTRY_MVN``); running needs
-Java 21 or newer (``$WAXLAKE_REGISTRY_JAVA``, ``$JAVA_HOME``, ``java`` on ``PATH`` or a JDK under
-``/usr/lib/jvm``, the first that is new enough). Missing tools raise
-:class:`RegistryUnavailable`.
-
-Storage is in memory by default (a fresh, empty registry per start). Pass ``data_dir`` to keep
-it in an H2 file there instead, so that a :meth:`LocalRegistry.stop` then
-:meth:`LocalRegistry.start` comes back with the same schemas and ids.
-
-Usage::
+Storage is in memory by default (a fresh, empty registry per start); ``data_dir`` keeps it in an
+H2 file there, so that :meth:`LocalRegistry.stop` then :meth:`LocalRegistry.start` comes back
+with the same schemas and ids. Usage::
 
     with start_registry() as registry:
         client = SchemaRegistryClient({"url": registry.url})
 
 The JVM runs in its own session (process group); :meth:`LocalRegistry.stop` signals the whole
 group (SIGTERM, then SIGKILL).
-
-Standalone on purpose: this module imports the standard library only.
 """
 
 from __future__ import annotations
