@@ -27,6 +27,7 @@ from connectors.kafka.topic_ids import broker_topic_ids
 from tests.broker_ops import delete_records, recreate_topic
 from tests.jobs import job_env, kill_if_running, read_table, run_job, start_job, wait_while_running
 from tests.producing import produce, simple_items
+from tests.test_operations import scrape
 
 WAXLAKE = str(Path(sys.executable).parent / "waxlake")
 GUARANTEES = ["exactly-once", "at-least-once", "at-most-once"]
@@ -182,8 +183,19 @@ def wait_for_marker(root: Path, topic: str, offset: int, proc: subprocess.Popen[
     wait_while_running(proc, log, landed, f"offset {offset} landed")
 
 
+def wait_for_row(root: Path, topic: str, offset: int, proc: subprocess.Popen[bytes], log: Path):
+    """Like `wait_for_marker`, for every guarantee: the row at `offset` is in the table."""
+    uri = str(root / topic)
+
+    def landed() -> bool:
+        return DeltaTable.is_deltatable(uri) and offset in offsets_in(root, topic)
+
+    wait_while_running(proc, log, landed, f"offset {offset} landed")
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
 @pytest.mark.parametrize("setting", ["fail", "continue"])
-def test_deleted_while_running(setting, log_broker, topic_factory, tmp_path):
+def test_deleted_while_running(setting, guarantee, log_broker, topic_factory, tmp_path):
     """The job is paused (SIGSTOP) while records are produced and deleted unread."""
     topic = topic_factory(1, bootstrap=log_broker)
     root = tmp_path / "lake"
@@ -192,13 +204,15 @@ def test_deleted_while_running(setting, log_broker, topic_factory, tmp_path):
         log_broker,
         [topic],
         root,
+        guarantee,
         on_data_loss=setting,
         kafka_config=json.dumps({"fetch.wait.max.ms": FETCH_WAIT_MS}),
     )
+    env["BYTEWAX_DATAFLOW_API_ENABLED"] = "1"  # /metrics
     produce(log_broker, simple_items(topic, 1, 500))
     proc = start_job(env, root / "_recovery", log)
     try:
-        wait_for_marker(root, topic, 499, proc, log)
+        wait_for_row(root, topic, 499, proc, log)
         with stopped(proc):
             produce(log_broker, simple_items(topic, 1, 1000))
             delete_records(log_broker, topic, {0: 1000})
@@ -210,11 +224,14 @@ def test_deleted_while_running(setting, log_broker, topic_factory, tmp_path):
             first_lost = int(match.group(1))
             assert offsets_in(root, topic) == list(range(first_lost))
         else:
-            wait_for_marker(root, topic, 1499, proc, log)
+            wait_for_row(root, topic, 1499, proc, log)
+            samples = scrape()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
             [(_, first_lost, last_lost)] = gaps(root, topic)
             assert last_lost == 999
+            lost = samples[("waxlake_records_lost_total", (("partition", "0"), ("topic", topic)))]
+            assert lost == 1000 - first_lost
             assert offsets_in(root, topic) == [*range(first_lost), *range(1000, 1500)]
     finally:
         kill_if_running(proc)
