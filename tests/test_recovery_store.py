@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
 import pytest
 
 from connectors.config import ConfigError, Settings
 from connectors.ops.recovery import prepare_recovery_dir
-from connectors.ops.recovery_backup import stores_at_root
-from tests.jobs import job_env, run_job
+from connectors.ops.recovery_backup import backup, restore, stores_at_root
+from tests.jobs import job_env, kill_if_running, run_job, start_job, wait_while_running
 from tests.producing import produce, simple_items
 from tests.test_data_loss import last_line
 
@@ -82,3 +87,89 @@ def test_a_store_only_initialised_holds_no_position_to_win(tmp_path):
     prepare_recovery_dir(tmp_path / "_recovery", 1)
     settings = Settings(table_root=str(tmp_path), topics=["t"])
     assert stores_at_root(settings) == []
+
+
+COUNTING = "tests.flows.counting:flow"
+
+
+def committed_epoch(part: Path) -> int | None:
+    """The last epoch a recovery partition holds committed (None: none yet)."""
+    db = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
+    try:
+        epoch = db.execute("SELECT max(commit_epoch) FROM commits").fetchone()[0]
+        return None if epoch is None else int(epoch)
+    finally:
+        db.close()
+
+
+def test_a_killed_job_that_lost_its_disk_resumes_its_stateful_step(
+    kafka_bootstrap, topic_factory, s3_root, tmp_path
+):
+    """SIGKILL (no final backup at exit) once the backup on S3 holds a few epochs past the
+    rows, lose the local store, restart: the step's count goes on from the backup. Backups
+    read from inside the job's process held only the initial store, never an epoch."""
+    from tests.s3 import s3_job_env
+
+    topic = topic_factory(1)
+    produce(kafka_bootstrap, [(topic, 0, None, f"v{i}".encode(), ()) for i in range(100)])
+    env = s3_job_env(kafka_bootstrap, [topic], s3_root, "settings")
+    recovery, log, copy = tmp_path / "recovery", tmp_path / "job.log", tmp_path / "backup.sqlite3"
+    key = f"{s3_root.prefix}/_recovery/{env['WAXLAKE_GROUP_ID']}/part-0.sqlite3"
+
+    seen: list[int] = [-1]
+
+    def backed_up() -> int:
+        if key in s3_root.server.keys(s3_root.bucket, key):
+            s3_root.server.client().download_file(s3_root.bucket, key, str(copy))
+            seen.append(committed_epoch(copy) or -1)
+        return seen[-1]
+
+    proc = start_job(env, recovery, log, flow=COUNTING)
+    try:
+        wait_while_running(
+            proc,
+            log,
+            lambda: s3_root.version(topic) is not None and s3_root.read(topic).height >= 100,
+            "100 rows on S3",
+            every=0.2,
+        )
+        target = (committed_epoch(recovery / "part-0.sqlite3") or 0) + 2
+        try:
+            wait_while_running(
+                proc, log, lambda: backed_up() >= target, f"a backup of epoch {target}", every=0.3
+            )
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"backups seen held committed epochs {sorted(set(seen))}: {exc}")
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        kill_if_running(proc)
+    shutil.rmtree(recovery)
+    produce(kafka_bootstrap, [(topic, 0, None, f"v{i}".encode(), ()) for i in range(100, 150)])
+
+    result = run_job(env, recovery, flow=COUNTING)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    restored = re.search(
+        r"restored recovery partitions \[0\] .* at committed epoch (\d+)", result.stderr
+    )
+    assert restored and int(restored.group(1)) >= target, result.stderr[-3000:]
+    table = s3_root.read(topic).sort("offset")
+    assert table["offset"].to_list() == list(range(150))
+    assert table["seen"].to_list() == list(range(150)), "the count started over: state lost"
+
+
+def test_a_restore_says_which_epoch_it_resumes_from(s3_root, tmp_path, caplog):
+    """A backup taken before the first snapshot restores no state, and the log says so instead
+    of reporting the restore a success."""
+    settings = Settings(
+        table_root=s3_root.uri, topics=["t"], storage_options=s3_root.storage_options
+    )
+    prepare_recovery_dir(tmp_path / "initialised", 1)
+    assert backup(settings, tmp_path / "initialised") == {0: None}
+
+    assert restore(settings, tmp_path / "lost", {0}) == [0]
+
+    assert parts(tmp_path / "lost") == ["part-0.sqlite3"]
+    assert "holds no committed epoch" in caplog.text
+    assert "restored recovery partitions" not in caplog.text

@@ -12,6 +12,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 from bytewax.recovery import init_db_dir
@@ -24,7 +25,7 @@ _PART_FILE = re.compile(r"^part-(\d+)\.sqlite3$")
 
 
 def _part_count(path: Path) -> int:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         row = db.execute("SELECT part_count FROM parts").fetchone()
     if row is None:
         raise ConfigError(f"BYTEWAX_RECOVERY_DIRECTORY: {path} is not a Bytewax recovery partition")
@@ -109,8 +110,10 @@ _SOURCE_KEY = re.compile(r"^(.+)#(\d+)$")
 
 
 def state_keys(part: Path) -> list[str]:
-    """The state keys a recovery partition holds snapshots of (raises sqlite3.Error)."""
-    with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+    """The state keys a recovery partition holds snapshots of (raises sqlite3.Error). Closed
+    before Bytewax opens the store: its own SQLite library must not meet a connection of
+    Python's in the same process (`recovery_backup`)."""
+    with closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
         return [row[0] for row in db.execute("SELECT DISTINCT state_key FROM snaps")]
 
 
