@@ -223,8 +223,6 @@ def test_a_truncated_payload_is_found_by_bisection_on_the_container_path(cut):
     ("decimal_type", "message"),
     [
         ({"precision": 40, "scale": 2}, "is decimal(40, 2), wider than a Delta decimal"),
-        ({}, "is a decimal with precision None and scale 0, which is not valid Avro"),
-        ({"precision": 5, "scale": 7}, "is a decimal with precision 5 and scale 7"),
     ],
 )
 def test_decimals_a_delta_table_cannot_hold_are_unsupported(decimal_type, message):
@@ -233,3 +231,167 @@ def test_decimals_a_delta_table_cannot_hold_are_unsupported(decimal_type, messag
     registered = RegisteredSchema("id 1", 1, "AVRO", json.dumps(schema), {})
     with pytest.raises(UnsupportedSchema, match=re.escape(message)):
         AvroBatchDecoder(registered)
+
+
+INVALID_LOGICAL: list[tuple[Any, Any, pa.DataType, bool]] = [
+    # (field type, a value, its column's type, whether the direct path takes it)
+    ({"type": "int", "logicalType": "timestamp-millis"}, 1000, pa.int32(), True),
+    ({"type": "long", "logicalType": "date"}, 5, pa.int64(), True),
+    ({"type": "long", "logicalType": "uuid"}, 7, pa.int64(), True),
+    ({"type": "long", "logicalType": "time-millis"}, 3, pa.int64(), True),
+    ({"type": "int", "logicalType": "time-micros"}, 3, pa.int32(), True),
+    ({"type": "string", "logicalType": "date"}, "x", pa.string(), True),
+    ({"type": "string", "logicalType": "decimal", "precision": 4}, "ab", pa.string(), True),
+    (
+        {"type": "bytes", "logicalType": "decimal", "precision": 2, "scale": 4},
+        b"\x01",
+        pa.binary(),
+        False,
+    ),
+    ({"type": "bytes", "logicalType": "decimal"}, b"\x01", pa.binary(), False),
+    ({"type": "bytes", "logicalType": "decimal", "precision": 0}, b"\x01", pa.binary(), False),
+    (
+        {"type": "fixed", "name": "F", "size": 2, "logicalType": "decimal", "precision": 9},
+        b"\x00\x01",
+        pa.binary(),
+        False,
+    ),
+    (
+        {"type": "fixed", "name": "G", "size": 4, "logicalType": "uuid"},
+        b"\x00\x01\x02\x03",
+        pa.binary(),
+        False,
+    ),
+    (
+        {"type": "array", "items": {"type": "int", "logicalType": "timestamp-micros"}},
+        [1, 2],
+        pa.list_(pa.int32()),
+        True,
+    ),
+]
+
+
+def _base(schema: Any) -> Any:
+    """`schema` without its logical types: what a writer writes for an invalid one."""
+    if isinstance(schema, dict):
+        drop = ("logicalType", "precision", "scale")
+        return {k: _base(v) for k, v in schema.items() if k not in drop}
+    return [_base(v) for v in schema] if isinstance(schema, list) else schema
+
+
+@pytest.mark.parametrize(("field_type", "value", "column", "direct"), INVALID_LOGICAL)
+def test_an_invalid_logical_type_is_ignored_for_its_underlying_type(
+    field_type, value, column, direct
+):
+    """The Avro spec: a logical type on a type it does not allow (or a decimal whose scale
+    exceeds its precision) is ignored. Some stopped the job on every restart with
+    ArrowNotImplementedError; others landed cast (a long time-millis read as 0)."""
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "id", "type": "long"}, {"name": "x", "type": field_type}],
+    }
+    decoder = AvroBatchDecoder(RegisteredSchema("id 1", 1, "AVRO", json.dumps(schema), {}))
+    data = payloads(_base(schema), [{"id": 1, "x": value}, {"id": 2, "x": value}])
+
+    decoded = decoder.decode(data)
+
+    assert decoder.arrow_type.field("x").type == column
+    assert decoded.to_pylist() == [{"id": 1, "x": value}, {"id": 2, "x": value}]
+    assert (decoder._direct is not None) == direct
+    assert decoded.equals(decode(decoder._writer, decoder.arrow_type, data))  # container path
+
+
+TEXTS: dict[str, Any] = {
+    "type": "record",
+    "name": "Texts",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "s", "type": "string"},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "attrs", "type": {"type": "map", "values": ["null", "string"]}},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("tail", "where"),
+    [
+        (b"\x04\xff\xfe\x00\x00", "field s"),  # s, then no tags, no attrs
+        (b"\x02a\x02\x02\xc3\x00\x00", "field tags[]"),  # one tag: half of a two-byte é
+        (b"\x02a\x00\x02\x02\xa9\x00\x00", "field attrs{}"),  # a key that is only its tail
+        (b"\x02a\x00\x02\x02k\x02\x04\xe2\x82\x00", "field attrs{}"),  # a value cut short
+    ],
+)
+def test_invalid_utf8_in_a_string_is_found_by_bisection_on_the_direct_path(tail, where):
+    """pyruhvro copies a string's bytes as they are: an invalid one landed, then the sink's
+    statistics failed with UnicodeDecodeError on every restart. It must be undecodable, as on
+    the container path."""
+    decoder = AvroBatchDecoder(RegisteredSchema("id 1", 1, "AVRO", json.dumps(TEXTS), {}))
+    assert decoder._direct is not None
+    records = [{"id": i, "s": "é", "tags": ["t", "é"], "attrs": {"k": "v"}} for i in range(20)]
+    good = payloads(TEXTS, records).to_pylist()
+    values = pa.array([*good[:11], b"\x16" + tail, *good[12:]], pa.binary())
+
+    decoded, bad = bisect(len(values), lambda a, b: decoder.decode(values.slice(a, b - a)))
+
+    assert list(bad) == [11] and "undecodable Avro payload" in bad[11]
+    assert f"{where} holds bytes that are not valid UTF-8" in bad[11]
+    for _, _, struct in decoded:
+        struct.validate(full=True)
+    assert sum(stop - start for start, stop, _ in decoded) == 19
+    with pytest.raises(ValueError, match="undecodable Avro payload"):  # the same on that path
+        decode(decoder._writer, decoder.arrow_type, values.slice(11, 1))
+
+
+FIXED_DECIMAL = {"type": "fixed", "name": "F", "size": 8, "logicalType": "decimal", "precision": 4}
+DECIMALS: dict[str, Any] = {
+    "type": "record",
+    "name": "Amounts",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {
+            "name": "d",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2},
+        },
+        {
+            "name": "lines",
+            "type": {
+                "type": "array",
+                "items": {
+                    "type": "record",
+                    "name": "Line",
+                    "fields": [{"name": "f", "type": ["null", {**FIXED_DECIMAL, "scale": 2}]}],
+                },
+            },
+        },
+    ],
+}
+
+
+def _amounts(d: int, f: int) -> bytes:
+    """An Amounts payload of unscaled values, whatever their digits (fastavro refuses more)."""
+    raw = d.to_bytes((d.bit_length() + 8) // 8, "big", signed=True)
+    line = b"\x02" + b"\x02" + f.to_bytes(8, "big", signed=True) + b"\x00"  # one line, not null
+    return b"\x02" + bytes([len(raw) * 2]) + raw + line
+
+
+@pytest.mark.parametrize(
+    ("d", "f", "where"),
+    [(10**4, 1, "d"), (-(10**12), 1, "d"), (99_999, 1, "d"), (1, -(10**4), "lines[].f")],
+)
+def test_a_decimal_with_more_digits_than_its_precision_is_found_by_bisection(d, f, where):
+    """A decimal(4, 2) holding 999.99 (unscaled 99999) was stored as some other number."""
+    decoder = AvroBatchDecoder(RegisteredSchema("id 1", 1, "AVRO", json.dumps(DECIMALS), {}))
+    values = pa.array([_amounts(9999, -9999)] * 8 + [_amounts(d, f)] + [_amounts(-1, 0)] * 3)
+
+    decoded, bad = bisect(len(values), lambda a, b: decoder.decode(values.slice(a, b - a)))
+
+    assert list(bad) == [8], bad
+    assert f"field {where} holds a decimal of more digits than its decimal(4, 2)" in bad[8]
+    assert sum(stop - start for start, stop, _ in decoded) == 11
+    assert decoded[0][2].to_pylist()[0] == {
+        "id": 1,
+        "d": decimal.Decimal("99.99"),
+        "lines": [{"f": decimal.Decimal("-99.99")}],
+    }

@@ -364,3 +364,136 @@ def test_naive_timestamps_in_a_map_land(kafka_bootstrap, schema_registry, topic_
         (1, [("door", at)]),
         (2, []),
     ]
+
+
+INVALID_LOGICAL = {  # logical types on types the Avro spec does not allow them on
+    "type": "record",
+    "name": "Reading",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "at", "type": {"type": "int", "logicalType": "timestamp-millis"}},
+        {"name": "day", "type": {"type": "long", "logicalType": "date"}},
+        {"name": "ref", "type": {"type": "long", "logicalType": "uuid"}},
+        {
+            "name": "amount",
+            "type": {"type": "string", "logicalType": "decimal", "precision": 4, "scale": 2},
+        },
+    ],
+}
+
+
+def test_invalid_logical_types_land_as_their_underlying_types(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    """Readers must ignore an invalid logical type (Avro spec): an int timestamp-millis stopped
+    the job on every restart (ArrowNotImplementedError). The second schema adds a bytes field,
+    so its records take the container path; both must give the same columns."""
+    topic = topic_factory(1)
+    client(schema_registry).set_config(
+        subject_name=f"{topic}-value",
+        config=ServerConfig(compatibility=ConfigCompatibilityLevel.NONE),
+    )
+    record = {"id": 1, "at": 1000, "day": 5, "ref": 7, "amount": "ab"}
+    with_bytes = {
+        **INVALID_LOGICAL,
+        "fields": [*INVALID_LOGICAL["fields"], {"name": "blob", "type": "bytes"}],
+    }
+    direct = avro(schema_registry, topic, INVALID_LOGICAL, [record])
+    container = avro(schema_registry, topic, with_bytes, [{**record, "id": 2, "blob": b"b"}])
+    produce_values(kafka_bootstrap, topic, [*direct, *container])
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert dead_letters(root, topic) == []
+    assert [
+        (r["id"], r["at"], r["day"], r["ref"], r["amount"]) for r in table_rows(root, topic)
+    ] == [
+        (1, 1000, 5, 7, "ab"),
+        (2, 1000, 5, 7, "ab"),
+    ]
+    fields = {f.name: str(f.type) for f in DeltaTable(str(root / topic)).schema().fields}
+    assert (fields["at"], fields["day"], fields["amount"]) == (
+        'PrimitiveType("integer")',
+        'PrimitiveType("long")',
+        'PrimitiveType("string")',
+    )
+
+
+TEXT = {
+    "type": "record",
+    "name": "Note",
+    "fields": [{"name": "id", "type": "long"}, {"name": "text", "type": "string"}],
+}
+
+
+def test_a_string_of_invalid_utf8_is_a_dead_letter_and_the_rest_land(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    """On the direct path the invalid string landed in the buffer, and the sink then failed
+    (UnicodeDecodeError in the file statistics) on every restart."""
+    topic = topic_factory(1)
+    good = avro(schema_registry, topic, TEXT, [{"id": 1, "text": "ok"}, {"id": 3, "text": "é"}])
+    bad = good[0][:5] + b"\x04" + b"\x04\xff\xfe"  # the same framing, id 2, text of 2 bad bytes
+    produce_values(kafka_bootstrap, topic, [good[0], bad, good[1]])
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(r["offset"], r["id"], r["text"]) for r in table_rows(root, topic)] == [
+        (0, 1, "ok"),
+        (2, 3, "é"),
+    ]
+    letters = dead_letters(root, topic)
+    assert [(r["offset"], r["error_class"]) for r in letters] == [(1, "InvalidPayload")]
+    assert "field text holds bytes that are not valid UTF-8" in letters[0]["error_message"]
+
+
+SMALL_DECIMAL = {
+    "type": "record",
+    "name": "Price",
+    "fields": [
+        {
+            "name": "amount",
+            "type": {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2},
+        }
+    ],
+}
+
+
+def _decimal_payload(framing: bytes, unscaled: int) -> bytes:
+    raw = unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
+    return framing + bytes([len(raw) * 2]) + raw
+
+
+def test_a_decimal_beyond_its_precision_is_a_dead_letter_naming_the_field(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    """Other writers than fastavro (which refuses) may write 999.99 as a decimal(4, 2): it was
+    stored as another number."""
+    topic = topic_factory(1)
+    good = avro(schema_registry, topic, SMALL_DECIMAL, [{"amount": decimal.Decimal("12.34")}])
+    framing = good[0][:5]
+    values = [good[0], _decimal_payload(framing, 99_999), _decimal_payload(framing, 10**12)]
+    produce_values(kafka_bootstrap, topic, [*values, _decimal_payload(framing, -9999)])
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(r["offset"], r["amount"]) for r in table_rows(root, topic)] == [
+        (0, decimal.Decimal("12.34")),
+        (3, decimal.Decimal("-99.99")),
+    ]
+    letters = dead_letters(root, topic)
+    assert [(r["offset"], r["error_class"]) for r in letters] == [
+        (1, "InvalidPayload"),
+        (2, "InvalidPayload"),
+    ]
+    for letter in letters:
+        assert (
+            "field amount holds a decimal of more digits than its decimal(4, 2)"
+            in letter["error_message"]
+        )

@@ -10,6 +10,7 @@ its record (`avro_block`).
 
 from __future__ import annotations
 
+import decimal
 import io
 from typing import Any
 
@@ -60,7 +61,7 @@ def decode(
     table = frame.to_arrow()
     schema = expanded(schema) if walked is None else walked
     columns = [
-        _convert(one_array(table.column(f.name)), f.type, _field_schema(schema, f.name))
+        _convert(one_array(table.column(f.name)), f.type, _field_schema(schema, f.name), f.name)
         for f in target
     ]
     return pa.StructArray.from_arrays(columns, fields=list(target))
@@ -82,8 +83,9 @@ def _logical(schema: Any) -> str | None:
     return None
 
 
-def _convert(array: pa.Array, target: pa.DataType, schema: Any) -> pa.Array:
-    """polars-avro's array as `target`: uuids as text, times as µs, large types made plain."""
+def _convert(array: pa.Array, target: pa.DataType, schema: Any, path: str) -> pa.Array:
+    """polars-avro's array as `target`: uuids as text, times as µs, large types made plain;
+    ValueError naming the field (at `path`) if a decimal has more digits than its precision."""
     if isinstance(array, pa.DictionaryArray):
         array = array.cast(array.type.value_type)
     logical = _logical(schema)
@@ -101,21 +103,43 @@ def _convert(array: pa.Array, target: pa.DataType, schema: Any) -> pa.Array:
     if pa.types.is_struct(target):
         struct_schema = _record(schema)
         children = [
-            _convert(array.field(f.name), f.type, _field_schema(struct_schema, f.name))
+            _convert(
+                array.field(f.name),
+                f.type,
+                _field_schema(struct_schema, f.name),
+                f"{path}.{f.name}",
+            )
             for f in target
         ]
         return pa.StructArray.from_arrays(children, fields=list(target), mask=array.is_null())
     if pa.types.is_list(target):
-        values = _convert(array.values, target.value_type, _items(schema, "items"))
+        values = _convert(array.values, target.value_type, _items(schema, "items"), f"{path}[]")
         return pa.ListArray.from_arrays(
             array.offsets.cast(pa.int32()), values, type=target, mask=array.is_null()
         )
     if pa.types.is_map(target):
-        items = _convert(array.items, target.item_type, _items(schema, "values"))
+        items = _convert(array.items, target.item_type, _items(schema, "values"), f"{path}{{}}")
         return pa.MapArray.from_arrays(
             array.offsets.cast(pa.int32()), array.keys.cast(pa.string()), items, type=target
         )
+    if pa.types.is_decimal(target):
+        _check_precision(array, target, path)
     return array.cast(target)
+
+
+def _check_precision(array: pa.Array, target: pa.Decimal128Type, path: str) -> None:
+    """arrow-rs reads a decimal's unscaled bytes up to 16 whatever its precision, and Arrow
+    does not check it: a decimal(4, 2) holding 999.99 landed as another number. Compared in
+    decimal256, where the bound 10^p fits even for p = 38 (0.03 µs a value)."""
+    wide = pa.decimal256(76, target.scale)
+    values = array.cast(wide)
+    bound = pa.scalar(decimal.Decimal(10**target.precision).scaleb(-target.scale), wide)
+    outside = pc.or_(pc.greater_equal(values, bound), pc.less_equal(values, pc.negate(bound)))
+    if pc.any(outside).as_py():
+        raise ValueError(
+            f"undecodable Avro payload: field {path} holds a decimal of more digits than its "
+            f"decimal({target.precision}, {target.scale})"
+        )
 
 
 def _record(schema: Any) -> Any:

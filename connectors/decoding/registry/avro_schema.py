@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from connectors.decoding.registry.avro_logical import valid_logical, without_invalid_logical
 from connectors.decoding.registry.schemas import RegisteredSchema
 
 _PRIMITIVES: dict[str, pa.DataType] = {
@@ -28,7 +29,8 @@ class UnsupportedSchema(Exception):
 
 def writer_schema(registered: RegisteredSchema) -> Any:
     """The schema as one self-contained document: each referenced named type defined inline
-    where it is first used (a container file's header cannot refer to other schemas)."""
+    where it is first used (a container file's header cannot refer to other schemas), and
+    invalid logical types removed (the Avro spec has readers ignore them)."""
     named = {}
     for reference in _all_references(registered):
         named[reference.ref] = json.loads(reference.text)
@@ -37,7 +39,7 @@ def writer_schema(registered: RegisteredSchema) -> Any:
         if isinstance(schema, dict) and "name" in schema:
             by_name[_fullname(schema, None)] = schema
     defined: set[str] = set()
-    return _inline(json.loads(registered.text), None, by_name, defined)
+    return without_invalid_logical(_inline(json.loads(registered.text), None, by_name, defined))
 
 
 def _all_references(registered: RegisteredSchema) -> list[RegisteredSchema]:
@@ -121,7 +123,8 @@ def arrow_type(schema: Any, path: str = "") -> pa.DataType:
                 'column cannot hold; make it ["null", T] or split it into fields'
             )
         return arrow_type(branches[0], path)
-    kind, logical = schema.get("type"), schema.get("logicalType")
+    kind = schema.get("type")
+    logical = schema.get("logicalType") if valid_logical(schema) else None
     if isinstance(kind, dict | list):
         return arrow_type(kind, path)
     if kind in ("record", "error"):
@@ -162,12 +165,7 @@ def arrow_type(schema: Any, path: str = "") -> pa.DataType:
 
 
 def _decimal(schema: dict[str, Any], where: str) -> pa.DataType:
-    precision, scale = schema.get("precision"), schema.get("scale", 0)
-    if not (isinstance(precision, int) and isinstance(scale, int) and 0 <= scale <= precision):
-        raise UnsupportedSchema(
-            f"{where} is a decimal with precision {precision!r} and scale {scale!r}, which is not "
-            "valid Avro (a precision, and a scale from 0 to the precision)"
-        )
+    precision, scale = schema["precision"], schema.get("scale", 0)  # `valid_logical`
     if precision > 38:
         raise UnsupportedSchema(
             f"{where} is decimal({precision}, {scale}), wider than a Delta decimal can be "
