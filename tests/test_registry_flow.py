@@ -450,3 +450,40 @@ def test_registry_setting_problems_stop_at_start_with_one_line(
     assert result.returncode == 2, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("waxlake: error: WAXLAKE_SCHEMA_REGISTRY_URL"), last
+
+
+PING_PROTO = (
+    'syntax = "proto3";\npackage w;\nmessage Ping {\n  int64 id = 1;\n  string name = 2;\n}\n'
+)
+WIDE_PROTO = (  # field numbers and names whose descriptor bytes are not ASCII
+    'syntax = "proto3";\npackage w;\nmessage Wide {\n  int64 id = 1;\n'
+    + "".join(f"  string field_{n} = {n};\n" for n in range(200, 230))
+    + "}\n"
+)
+
+
+def test_protobuf_registered_as_proto_text_is_read_serialized(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    """Java producers register .proto text, which a registry gives back as text unless asked
+    for `format=serialized`. Apicurio's serialized form turns every byte above 0x7f into U+FFFD:
+    a descriptor that is all ASCII decodes, another stays an UnsupportedSchema saying why."""
+    from confluent_kafka.schema_registry import Schema
+
+    topic = topic_factory(1)
+    registry = client(schema_registry)
+    ping = registry.register_schema(f"{topic}-value", Schema(PING_PROTO, "PROTOBUF"))
+    wide = registry.register_schema(f"{topic}-wide", Schema(WIDE_PROTO, "PROTOBUF"))
+    body = b"\x08\x05\x12\x02hi"  # id 5, name "hi"
+    framed = [b"\x00" + i.to_bytes(4, "big") + b"\x00" + body for i in (ping, wide)]
+    produce_values(kafka_bootstrap, topic, framed)
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(r["offset"], r["id"], r["name"]) for r in table_rows(root, topic)] == [(0, 5, "hi")]
+    letters = dead_letters(root, topic)
+    assert [(r["offset"], r["error_class"]) for r in letters] == [(1, "UnsupportedSchema")]
+    assert "as .proto text" in letters[0]["error_message"]
+    assert "format=serialized" in letters[0]["error_message"]

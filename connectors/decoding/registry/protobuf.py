@@ -2,8 +2,9 @@
 
 A Protobuf payload starts with the message indexes (which message of the schema's file it is:
 a zigzag varint count then the indexes; a single 0 byte means the first message). The schema is
-the registry's `FileDescriptorProto` (base64, as confluent-kafka's serializer registers it) with
-its references; well-known types come from the protobuf runtime.
+the registry's `FileDescriptorProto` (base64, as confluent-kafka's serializer registers it, or as
+`schemas` fetches one registered as .proto text) with its references; well-known types come from
+the protobuf runtime.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def _file_proto(schema: RegisteredSchema) -> descriptor_pb2.FileDescriptorProto:
         proto.ParseFromString(base64.b64decode(schema.text, validate=True))
     except Exception:
         raise UnsupportedSchema(
-            f"schema {schema.ref} is Protobuf as .proto text; waxlake reads Protobuf schemas "
-            "registered as a serialized FileDescriptorProto (as confluent-kafka's serializers "
-            "register them)"
+            f"schema {schema.ref} is Protobuf as .proto text, and the registry did not serve it "
+            "as a serialized FileDescriptorProto (format=serialized: Confluent Schema Registry "
+            "does; Apicurio Registry's answer is lossy unless all ASCII); register it serialized "
+            "(as confluent-kafka's serializers do) or use a registry that serves it"
         ) from None
     return proto
 
