@@ -1,9 +1,11 @@
-"""JSON Schema references resolve in the document they are written in: a `#/...` inside a
-referenced schema points into that schema, not into the one that references it, and a reference
-may name a fragment of another schema (`defs.json#/definitions/Zip`)."""
+"""JSON Schema decoding, schema by schema. References resolve in the document they are written
+in: a `#/...` inside a referenced schema points into that schema, not into the one that
+references it, and a reference may name a fragment of another schema
+(`defs.json#/definitions/Zip`). Date-times keep microseconds of finer ones."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -106,3 +108,37 @@ def test_an_enum_of_several_types_is_an_unsupported_schema():
     root = {"type": "object", "properties": {"e": {"enum": [1, "a"]}}}
     with pytest.raises(UnsupportedSchema, match="enum of"):
         JsonSchemaDecoder(registered(root))
+
+
+STAMPED = {
+    "type": "object",
+    "properties": {
+        "at": {"type": "string", "format": "date-time"},
+        "seen": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+    },
+}
+
+
+def test_date_times_with_more_fraction_digits_than_microseconds_are_truncated():
+    """.NET writes 7 digits, Java's Instant up to 9: Delta keeps microseconds."""
+    decoder = JsonSchemaDecoder(registered(STAMPED))
+    value = {
+        "at": "2026-01-02T03:04:05.1234567Z",
+        "seen": ["2026-01-02T03:04:05.123456789+02:00", None, "2026-01-02T03:04:05Z"],
+    }
+
+    [row] = decoded(decoder, value)
+
+    utc = dt.UTC
+    assert row["at"] == dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=utc)
+    assert row["seen"] == [
+        dt.datetime(2026, 1, 2, 1, 4, 5, 123456, tzinfo=utc),
+        None,
+        dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=utc),
+    ]
+
+
+def test_a_date_time_that_is_none_still_does_not_fit():
+    decoder = JsonSchemaDecoder(registered(STAMPED))
+    with pytest.raises(ValueError, match="does not fit"):
+        decoded(decoder, {"at": "yesterday, 7 digits .1234567"})

@@ -12,21 +12,24 @@ import json
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 
 _KEY, _VALUE = "key", "value"
 
 
-def readable(t: pa.DataType) -> pa.DataType:
-    """The type the JSON reader reads for a column of type `t`."""
-    if pa.types.is_date(t):
+def readable(t: pa.DataType, stamps_as_text: bool = False) -> pa.DataType:
+    """The type the JSON reader reads for a column of type `t` (`stamps_as_text`: timestamps
+    as strings too, for `restore` to parse those the reader cannot)."""
+    if pa.types.is_date(t) or (stamps_as_text and pa.types.is_timestamp(t)):
         return pa.string()
     if pa.types.is_map(t):
-        entry = pa.struct([pa.field(_KEY, pa.string()), pa.field(_VALUE, readable(t.item_type))])
-        return pa.list_(entry)
+        item = readable(t.item_type, stamps_as_text)
+        return pa.list_(pa.struct([pa.field(_KEY, pa.string()), pa.field(_VALUE, item)]))
     if pa.types.is_struct(t):
-        return pa.struct([f.with_type(readable(f.type)) for f in t])
+        return pa.struct([f.with_type(readable(f.type, stamps_as_text)) for f in t])
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return pa.list_(readable(t.value_type))
+        return pa.list_(readable(t.value_type, stamps_as_text))
     return t
 
 
@@ -80,6 +83,8 @@ def restore(array: pa.Array, t: pa.DataType, where: str = "") -> pa.Array:
         except pa.ArrowInvalid as exc:
             what = f"field {where!r}" if where else "the value"
             raise pa.ArrowInvalid(f"{what} does not fit its date column: {exc}") from None
+    if pa.types.is_timestamp(t) and pa.types.is_string(array.type):
+        return _timestamps(array, t, where)
     mask = array.is_null() if array.null_count else None
     if pa.types.is_map(t):
         entries = array.values
@@ -100,3 +105,25 @@ def restore(array: pa.Array, t: pa.DataType, where: str = "") -> pa.Array:
         values = restore(array.values, t.value_type, f"{where}[]")
         return pa.ListArray.from_arrays(array.offsets, values, pa.list_(values.type), mask=mask)
     return array.cast(t)
+
+
+_DIGITS = {"s": 0, "ms": 3, "us": 6, "ns": 9}
+
+
+def _timestamps(strings: pa.Array, t: pa.TimestampType, where: str) -> pa.Array:
+    """Timestamps from their strings, the digits of a second finer than `t` cut (.NET writes
+    seven, Java's `Instant` up to nine), then read by the JSON reader as it reads timestamps."""
+    digits = _DIGITS[t.unit]
+    finer = rf"(:\d\d\.\d{{{digits}}})\d+" if digits else r"(:\d\d)\.\d+"
+    cut = pc.replace_substring_regex(strings, finer, r"\1")
+    quoted = pc.fill_null(pc.binary_join_element_wise('"', cut, '"', ""), "null")
+    lines = pc.binary_join_element_wise('{"v":', quoted, "}\n", "")
+    options = pj.ParseOptions(explicit_schema=pa.schema([pa.field("v", t)]))
+    try:
+        table = pj.read_json(
+            pa.BufferReader("".join(lines.to_pylist()).encode()), parse_options=options
+        )
+    except pa.ArrowInvalid as exc:
+        what = f"field {where!r}" if where else "the value"
+        raise pa.ArrowInvalid(f"{what} does not fit its timestamp column: {exc}") from None
+    return table.column("v").combine_chunks() if table.num_rows else pa.array([], t)

@@ -194,14 +194,18 @@ def _parse_each(values: pa.ChunkedArray) -> list[object]:
 
 
 def read_json_objects(
-    values: pa.ChunkedArray | pa.Array, struct: pa.StructType, unexpected: str
+    values: pa.ChunkedArray | pa.Array,
+    struct: pa.StructType,
+    unexpected: str,
+    stamps_as_text: bool = False,
 ) -> pa.StructArray:
     """Parse every value as one JSON object of type `struct`, in one call (ArrowInvalid if any
     does not fit). Each value is wrapped as `{"v": <value>}`, one line each, so whatever a value
     holds it is exactly one line of one document. `unexpected`: "infer" or "ignore" fields.
-    Dates and maps are read as types the reader reads, then built (`json_shapes`)."""
+    Dates and maps are read as types the reader reads, then built (`json_shapes`); so are
+    timestamps with `stamps_as_text` (finer than the column's unit, which the reader refuses)."""
     values = one_array(values)
-    target, struct = struct, readable(struct)
+    target, struct = struct, readable(struct, stamps_as_text)
     if has_map(target):
         values = pa.array(with_entries(values.to_pylist(), target), pa.binary())
     lines = pc.binary_join_element_wise(b'{"v":', values, b"}\n", b"")

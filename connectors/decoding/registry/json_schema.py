@@ -46,6 +46,11 @@ class JsonSchemaDecoder:
         try:
             return read_json_objects(values, self.arrow_type, unexpected="ignore")
         except pa.ArrowInvalid as exc:
+            if "timestamp" not in str(exc):
+                raise ValueError(f"value does not fit its JSON Schema: {exc}") from None
+        try:  # date-times finer than microseconds (.NET's, Java's): read as text, then cut
+            return read_json_objects(values, self.arrow_type, "ignore", stamps_as_text=True)
+        except pa.ArrowInvalid as exc:
             raise ValueError(f"value does not fit its JSON Schema: {exc}") from None
 
     def _resolve(self, ref: str, document: str) -> tuple[Any, str]:
