@@ -289,6 +289,34 @@ def test_evolution_widens_and_a_conflicting_schema_goes_to_dead_letters(
     assert dead[0]["value"] == v3[0]
 
 
+def test_on_a_new_table_the_first_schema_by_offset_wins_a_conflict(
+    kafka_bootstrap, schema_registry, topic_factory, tmp_path
+):
+    """Two conflicting schemas in one poll of a new table: the records read first make the
+    table, whichever schema id is lower (it used to be the lower id, so where polls fell
+    decided which records became dead letters)."""
+    topic = topic_factory(1)
+    sr = client(schema_registry)
+    sr.set_config(
+        subject_name=f"{topic}-value",
+        config=ServerConfig(compatibility=ConfigCompatibilityLevel.NONE),
+    )
+    v1 = avro(schema_registry, topic, V1, [{"n": i} for i in range(2)])  # the lower id
+    v3 = avro(schema_registry, topic, V3, [{"n": f"s{i}"} for i in range(2)])
+    produce_values(kafka_bootstrap, topic, [*v3, *v1])
+    root = tmp_path / "lake"
+
+    result = run_job(registry_env(kafka_bootstrap, [topic], root, schema_registry), None, flow=FLOW)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(r["offset"], r["n"]) for r in table_rows(root, topic)] == [(0, "s0"), (1, "s1")]
+    dead = dead_letters(root, topic)
+    assert [(d["offset"], d["error_class"]) for d in dead] == [
+        (2, "SchemaConflict"),
+        (3, "SchemaConflict"),
+    ]
+
+
 def test_bad_framing_and_unknown_schemas_are_dead_letters(
     kafka_bootstrap, schema_registry, topic_factory, tmp_path
 ):
@@ -404,8 +432,8 @@ def test_keys_in_the_registry_format_become_key_columns(
         [{"tenant": f"t{i}"} for i in range(4)],
         field=MessageField.KEY,
     )
-    values = avro(schema_registry, topic, V1, [{"n": i} for i in range(4)])
-    produce_values(kafka_bootstrap, topic, values, keys=keys)
+    values = avro(schema_registry, topic, V1, [{"n": i} for i in range(5)])
+    produce_values(kafka_bootstrap, topic, values, keys=[*keys, b"plain"])
     root = tmp_path / "lake"
     env = registry_env(kafka_bootstrap, [topic], root, schema_registry, registry_keys=1)
 
@@ -416,6 +444,8 @@ def test_keys_in_the_registry_format_become_key_columns(
     assert [(r["key_tenant"], r["n"], r["key"]) for r in rows] == [
         (f"t{i}", i, keys[i]) for i in range(4)
     ]
+    [(offset, message)] = [(d["offset"], d["error_message"]) for d in dead_letters(root, topic)]
+    assert offset == 4 and "key: unknown magic byte 112 in the key" in message
 
 
 def test_a_raw_table_is_refused_not_rewritten(

@@ -77,10 +77,10 @@ class ColumnDecoder:
         values = one_array(rows[self._column])
         headers = one_array(rows["headers"])
         present = np.asarray(values.is_valid())
+        framed, framed_headers = values, headers
         if values.null_count:
-            framing = read_framing(values.filter(present), headers.filter(present), self._header)
-        else:
-            framing = read_framing(values, headers, self._header)
+            framed, framed_headers = values.filter(present), headers.filter(present)
+        framing = read_framing(framed, framed_headers, self._header, self._column)
         where = np.nonzero(present)[0]
         kept: list[pa.Table] = [rows.filter(pc.invert(values.is_valid()))]
         chunks: list[pa.StructArray] = []

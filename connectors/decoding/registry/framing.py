@@ -60,8 +60,11 @@ def _buffers(values: pa.BinaryArray) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
-def read_framing(values: pa.Array, headers: pa.Array, header_key: str) -> Framing:
-    """Group the (non-null) `values` by the schema their framing names."""
+def read_framing(
+    values: pa.Array, headers: pa.Array, header_key: str, what: str = "value"
+) -> Framing:
+    """Group the (non-null) `values` (the record's `what`: value or key) by the schema their
+    framing names."""
     values = values.cast(pa.binary())
     offsets, data = _buffers(values)
     starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets)
@@ -97,8 +100,11 @@ def read_framing(values: pa.Array, headers: pa.Array, header_key: str) -> Framin
     for row, (kind, ref, _) in in_header.items():
         by_ref.setdefault((kind, ref, 0), []).append(row)
     groups += [Group(k, r, np.array(rows), n) for (k, r, n), rows in by_ref.items()]
+    # In the order their first records were read: on a new table the first schema by offset
+    # makes the columns, not the lowest id (else where polls fall decides the dead letters).
+    groups.sort(key=lambda group: int(group.rows[0]))
     problems = {
-        int(row): _problem(int(magic[row]), int(lengths[row]))
+        int(row): _problem(int(magic[row]), int(lengths[row]), what)
         for row in np.nonzero(~(by_id | by_guid | header_rows))[0]
     }
     problems.update(bad_headers)
