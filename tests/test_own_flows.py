@@ -9,6 +9,7 @@ import random
 import re
 import signal
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
@@ -206,6 +207,24 @@ def test_a_step_that_gives_a_column_two_types_stops_with_one_line(
             assert read_table(root / topic)["offset"].to_list() == list(range(10))
 
 
+def run_failing_step(
+    bootstrap: str, topic: str, root: Path, step: str, name: str
+) -> dict[str, str]:
+    """Runs the misbehaving flow's `step` over 40 records in polls of 10, which fails on the
+    batch of offsets 10-19 with a last line naming step `name`; the job's environment."""
+    env = {**job_env(bootstrap, [topic], root, max_poll_records=10), "WAXLAKE_TEST_STEP": step}
+
+    failed = run_job(env, root / "_recovery", flow=MISBEHAVING)
+
+    assert failed.returncode == 1
+    line = last_line(failed.stderr)
+    assert re.search(
+        rf"step {name} failed on topic {topic} partition 0 offsets 10-19: ValueError: 13 is unlucky",
+        line,
+    ), line
+    return env
+
+
 def test_a_failing_step_stops_the_job_and_a_fixed_one_resumes(
     kafka_bootstrap, topic_factory, tmp_path
 ):
@@ -214,19 +233,7 @@ def test_a_failing_step_stops_the_job_and_a_fixed_one_resumes(
         kafka_bootstrap, [(topic, 0, None, json.dumps({"n": i}).encode(), ()) for i in range(40)]
     )
     root = tmp_path / "lake"
-    env = {
-        **job_env(kafka_bootstrap, [topic], root, max_poll_records=10),
-        "WAXLAKE_TEST_STEP": "fail",
-    }
-
-    failed = run_job(env, root / "_recovery", flow=MISBEHAVING)
-
-    assert failed.returncode == 1
-    line = last_line(failed.stderr)
-    assert re.search(
-        rf"step unlucky failed on topic {topic} partition 0 offsets 10-19: ValueError: 13 is unlucky",
-        line,
-    ), line
+    env = run_failing_step(kafka_bootstrap, topic, root, "fail", "unlucky")
     # The fixed step (here: dead-lettering the batch) lands everything exactly once.
     fixed = run_job(
         {**env, "WAXLAKE_TEST_STEP": "fail_to_dead_letters"}, root / "_recovery", flow=MISBEHAVING
@@ -251,21 +258,8 @@ def test_a_failing_step_of_its_own_names_the_step_and_the_batch(
     produce(
         kafka_bootstrap, [(topic, 0, None, json.dumps({"n": i}).encode(), ()) for i in range(40)]
     )
-    root = tmp_path / "lake"
-    env = {
-        **job_env(kafka_bootstrap, [topic], root, max_poll_records=10),
-        "WAXLAKE_TEST_STEP": "fail_stateful",
-    }
 
-    failed = run_job(env, root / "_recovery", flow=MISBEHAVING)
-
-    assert failed.returncode == 1
-    line = last_line(failed.stderr)
-    assert re.search(
-        rf"step user_step failed on topic {topic} partition 0 offsets 10-19: ValueError: 13 is "
-        "unlucky",
-        line,
-    ), line
+    run_failing_step(kafka_bootstrap, topic, tmp_path / "lake", "fail_stateful", "user_step")
 
 
 def test_rows_filtered_out_still_move_the_markers(kafka_bootstrap, topic_factory, tmp_path):
