@@ -206,8 +206,9 @@ def schema_registry() -> Iterator[str]:
     try:
         registry = start_registry()
     except RegistryUnavailable as exc:
-        if os.environ.get("WAXLAKE_REQUIRE_BROKER") == "1":
-            pytest.fail(f"WAXLAKE_REQUIRE_BROKER=1 but no schema registry can start: {exc}")
+        for required in ("WAXLAKE_REQUIRE_BROKER", "WAXLAKE_REQUIRE_REGISTRY"):
+            if os.environ.get(required) == "1":
+                pytest.fail(f"{required}=1 but no schema registry can start: {exc}")
         pytest.skip(f"no schema registry available: {exc}")
     with registry:
         yield registry.url
