@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,8 +79,12 @@ def consume_all(bootstrap: str, topic: str) -> list[bytes | None]:
     raise AssertionError(f"no end of partition within 30 s; read {values}")
 
 
-@pytest.mark.parametrize("kind", ["tansu", "kafka"])
-def test_cli_serves_a_broker_until_sigterm(kind, tmp_path):
+@pytest.mark.parametrize(
+    ("kind", "stop"),
+    [("tansu", signal.SIGTERM), ("kafka", signal.SIGTERM), ("tansu", signal.SIGHUP)],
+)
+def test_cli_serves_a_broker_until_sigterm(kind, stop, tmp_path):
+    """SIGHUP (its terminal closed) stops it as cleanly as SIGTERM: no broker left behind."""
     if kind == "kafka" and (why := kafka_possible()):
         pytest.skip(why)
     stderr = tmp_path / "stderr.log"
@@ -96,10 +101,29 @@ def test_cli_serves_a_broker_until_sigterm(kind, tmp_path):
             produce(first, [(topic, 0, b"k", b"through the CLI", ())])
             assert consume_all(first, topic) == [b"through the CLI"]
         finally:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(stop)
     assert proc.returncode == 0, stderr.read_text()
     assert not group_alive(proc.pid)
     assert not group_alive(broker_pid), "the broker's process group outlived the CLI"
+
+
+@pytest.mark.parametrize("port", ["taken", "70000"])
+def test_cli_refuses_a_port_it_cannot_listen_on(port):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        number = str(taken.getsockname()[1]) if port == "taken" else port
+        done = subprocess.run(
+            [sys.executable, "-m", "connectors.local_broker", "--kind", "noida", "--port", number],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    [line] = done.stderr.strip().splitlines()[-1:]
+    expected = "is in use" if port == "taken" else "must be from 1 to 65535"
+    assert f"--port {number}" in line and expected in line, done.stderr
 
 
 def test_cli_says_what_is_missing_for_kafka(tmp_path):

@@ -2,15 +2,17 @@
 
 Starts one local broker and prints its bootstrap address as the FIRST line of stdout (flushed),
 so a script can read it (``read -r BOOTSTRAP < <(python -m connectors.local_broker ...)``).
-Runs until SIGTERM or SIGINT, then stops the broker and exits 0. Exits 1 with one line on
-stderr if the broker cannot start (e.g. no ``java``/``mvn`` for ``--kind kafka``), and 1 if
-the broker dies while running.
+Runs until SIGTERM, SIGINT or SIGHUP (its terminal closed), then stops the broker and exits 0.
+Exits 2 with one line on stderr for a port it cannot listen on, 1 if the broker cannot start
+(e.g. no ``java``/``mvn`` for ``--kind kafka``), and 1 if the broker dies while running.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -31,7 +33,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--data-dir", type=Path, help="noida only: keep its data here (default: a temp dir)"
     )
     parser.add_argument("--verbose", action="store_true", help="on failure, show the log tail")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.port is not None and (problem := _port_problem(args.port)):
+        parser.error(f"--port {args.port} {problem}")
+    if args.data_dir is not None and args.kind != "noida":
+        parser.error(f"--data-dir is for --kind noida only ({args.kind} keeps no data)")
+    return args
+
+
+def _port_problem(port: int) -> str | None:
+    """Why the broker could not listen on 127.0.0.1:`port`, found before it starts (a broker
+    that cannot bind only says that in its log)."""
+    if not 1 <= port <= 65535:
+        return "must be from 1 to 65535"
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            what = "is in use" if exc.errno == errno.EADDRINUSE else "cannot be listened on"
+            return f"{what} on 127.0.0.1 ({exc.strerror}): choose another, or leave it out"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.set()
 
     # Installed before the broker starts: a SIGTERM during a slow start still stops it cleanly.
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         broker = start_broker(args.kind, args.port, args.data_dir)
     except (BrokerUnavailable, BrokerStartError) as exc:
