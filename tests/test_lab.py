@@ -5,6 +5,7 @@ with known losses and duplicates; faults a broker cannot take are refused up fro
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -174,6 +175,11 @@ def test_a_broker_that_does_not_answer_is_one_line(capsys, monkeypatch):
         ("--batch-rows", "0", "--batch-rows must be positive"),  # it ran, then 'BROKEN'
         ("--max-delay", "-1", "--max-delay cannot be negative"),  # a traceback mid-run
         ("--epoch", "-1", "--epoch cannot be negative"),
+        # These failed after the whole run, with a traceback:
+        ("--guarantees", "exactly-once,exactly-once", "--guarantees: each at most once"),
+        ("--plot", "/proc/no-such/lab.png", "--plot /proc/no-such/lab.png: cannot write there"),
+        ("--json", "/proc/no-such/lab.json", "--json /proc/no-such/lab.json: cannot write there"),
+        ("--plot", "lab.txt", "--plot lab.txt: a picture is .png, .svg or .pdf"),
     ],
 )
 def test_bad_options_are_one_line_before_anything_runs(option, value, message, capsys):
@@ -192,8 +198,12 @@ def test_a_workdir_that_is_a_file_is_one_line(capsys, tmp_path):
     )
 
 
-def test_sigterm_stops_the_lab_with_its_jobs_and_broker(tmp_path):
-    """They ran on, orphaned (an unbounded job and a broker), when the lab was terminated."""
+@pytest.mark.parametrize(
+    ("stop", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")]
+)
+def test_sigterm_stops_the_lab_with_its_jobs_and_broker(stop, code, name, tmp_path):
+    """They ran on, orphaned (an unbounded job and a broker), when the lab was terminated (or
+    its terminal closed: SIGHUP)."""
     work = tmp_path / "work"
     argv = [sys.executable, "-m", "connectors.ops.cli", "lab", "--broker", "tansu"]
     argv += ["--records", "200000", "--kills", "3", "--workdir", str(work)]
@@ -206,13 +216,13 @@ def test_sigterm_stops_the_lab_with_its_jobs_and_broker(tmp_path):
             assert proc.poll() is None, log.read_text()
             time.sleep(0.2)
         assert "job started, producing" in log.read_text(), log.read_text()
-        proc.terminate()
-        code = proc.wait(timeout=90)
+        proc.send_signal(stop)
+        ended = proc.wait(timeout=90)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert code == 143, log.read_text()[-3000:]
-    assert log.read_text().strip().splitlines()[-1].startswith("waxlake: error: stopped by SIGTERM")
+    assert ended == code, log.read_text()[-3000:]
+    assert log.read_text().strip().splitlines()[-1].startswith(f"waxlake: error: stopped by {name}")
     assert _processes_mentioning(str(work)) == []
     broker = log.read_text().split(" at 127.0.0.1:", 1)[1].split()[0]
     assert _processes_mentioning(f"127.0.0.1:{broker}") == []

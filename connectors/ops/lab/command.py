@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -121,6 +122,13 @@ def _checked(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     wrong = [g for g in guarantees if g not in GUARANTEES]
     if wrong or not guarantees:
         raise CommandError(f"--guarantees: one or more of {', '.join(GUARANTEES)}")
+    if len(set(guarantees)) != len(guarantees):
+        raise CommandError("--guarantees: each at most once")
+    if args.plot is not None and args.plot.suffix.lower() not in PICTURES:
+        raise CommandError(f"--plot {args.plot}: a picture is .png, .svg or .pdf")
+    for option, path in (("--plot", args.plot), ("--json", args.json)):
+        if path is not None and path != "-":
+            _check_writable(option, Path(path))
     unknown = faults.refusal([k for k in kinds if k != "broker-restart"], None)
     if unknown:
         raise CommandError(unknown)
@@ -131,6 +139,19 @@ def _checked(args: argparse.Namespace) -> tuple[list[str], list[str]]:
             f"the lab runs itself: --broker kafka (not {where}; Tansu keeps its log in memory)"
         )
     return kinds, guarantees
+
+
+PICTURES = (".png", ".svg", ".pdf")
+
+
+def _check_writable(option: str, path: Path) -> None:
+    """The results are written after minutes of work: a place they cannot go is said first."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        raise CommandError(f"{option} {path}: cannot write there") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK):
+        raise CommandError(f"{option} {path}: cannot write there")
 
 
 def _broker(args: argparse.Namespace, say: Callable[[str], None]) -> LocalBroker:
@@ -169,13 +190,18 @@ def _say(prefix: str, started: float) -> Callable[[str], None]:
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM unwinds the lab, so its jobs are reaped and its broker stopped (they ran on,
-    orphaned, when the lab was simply killed); exit code 143, as for a process SIGTERM ends."""
+    """SIGTERM (and SIGHUP: its terminal closed) unwinds the lab, so its jobs are reaped and its
+    broker stopped (they ran on, orphaned, when the lab was simply killed); exit code 128 + the
+    signal's number, as for a process the signal ends."""
 
     def stop(signum: int, frame: object) -> None:
-        raise CommandError("stopped by SIGTERM (its jobs and broker are stopped)", code=143)
+        name = signal.Signals(signum).name
+        raise CommandError(
+            f"stopped by {name} (its jobs and broker are stopped)", code=128 + signum
+        )
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
 
 
 def run(args: argparse.Namespace) -> int:
