@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from connectors.columns import one_array
+
 _KEY, _VALUE = "key", "value"
 
 
@@ -117,13 +119,32 @@ def _timestamps(strings: pa.Array, t: pa.TimestampType, where: str) -> pa.Array:
     finer = rf"(:\d\d\.\d{{{digits}}})\d+" if digits else r"(:\d\d)\.\d+"
     cut = pc.replace_substring_regex(strings, finer, r"\1")
     quoted = pc.fill_null(pc.binary_join_element_wise('"', cut, '"', ""), "null")
-    lines = pc.binary_join_element_wise('{"v":', quoted, "}\n", "")
-    options = pj.ParseOptions(explicit_schema=pa.schema([pa.field("v", t)]))
     try:
-        table = pj.read_json(
-            pa.BufferReader("".join(lines.to_pylist()).encode()), parse_options=options
-        )
+        return read_wrapped(quoted.cast(pa.binary()), t)
     except pa.ArrowInvalid as exc:
         what = f"field {where!r}" if where else "the value"
         raise pa.ArrowInvalid(f"{what} does not fit its timestamp column: {exc}") from None
-    return table.column("v").combine_chunks() if table.num_rows else pa.array([], t)
+
+
+def read_wrapped(values: pa.Array, kind: pa.DataType, unexpected: str = "infer") -> pa.Array:
+    """Each of `values` (JSON texts) read as a value of type `kind`, in one call of Arrow's JSON
+    reader: each is wrapped as `{"v": <value>}`, one line each, so whatever a value holds it is
+    exactly one line of one document (ArrowInvalid if one does not fit)."""
+    lines = pc.binary_join_element_wise(b'{"v":', values, b"}\n", b"")
+    offsets = pa.Array.from_buffers(
+        pa.int32(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset
+    )
+    data = (
+        lines.buffers()[2][offsets[0].as_py() : offsets[-1].as_py()]
+        if len(lines)
+        else pa.py_buffer(b"")
+    )
+    options = pj.ParseOptions(
+        explicit_schema=pa.schema([pa.field("v", kind)]),
+        unexpected_field_behavior=unexpected,
+        newlines_in_values=True,
+    )
+    table = pj.read_json(pa.BufferReader(data), parse_options=options)
+    if table.num_rows != len(values):
+        raise pa.ArrowInvalid(f"decoded {table.num_rows} rows from {len(values)} values")
+    return one_array(table.column("v")) if table.num_rows else pa.array([], kind)

@@ -15,7 +15,6 @@ import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
 from connectors.columns import one_array, same_type
 from connectors.config import ConfigError, Settings
@@ -28,7 +27,13 @@ from connectors.decoding.base import (
     by_field,
     nesting_depth,
 )
-from connectors.decoding.json_shapes import has_map, readable, restore, with_entries
+from connectors.decoding.json_shapes import (
+    has_map,
+    read_wrapped,
+    readable,
+    restore,
+    with_entries,
+)
 from connectors.decoding.json_types import (
     normalise,
     record_errors,
@@ -200,32 +205,14 @@ def read_json_objects(
     stamps_as_text: bool = False,
 ) -> pa.StructArray:
     """Parse every value as one JSON object of type `struct`, in one call (ArrowInvalid if any
-    does not fit). Each value is wrapped as `{"v": <value>}`, one line each, so whatever a value
-    holds it is exactly one line of one document. `unexpected`: "infer" or "ignore" fields.
-    Dates and maps are read as types the reader reads, then built (`json_shapes`); so are
-    timestamps with `stamps_as_text` (finer than the column's unit, which the reader refuses)."""
+    does not fit; `json_shapes.read_wrapped`). `unexpected`: "infer" or "ignore" fields. Dates
+    and maps are read as types the reader reads, then built (`json_shapes`); so are timestamps
+    with `stamps_as_text` (finer than the column's unit, which the reader refuses)."""
     values = one_array(values)
     target, struct = struct, readable(struct, stamps_as_text)
     if has_map(target):
         values = pa.array(with_entries(values.to_pylist(), target), pa.binary())
-    lines = pc.binary_join_element_wise(b'{"v":', values, b"}\n", b"")
-    offsets = pa.Array.from_buffers(
-        pa.int32(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset
-    )
-    data = (
-        lines.buffers()[2][offsets[0].as_py() : offsets[-1].as_py()]
-        if len(lines)
-        else pa.py_buffer(b"")
-    )
-    options = pj.ParseOptions(
-        explicit_schema=pa.schema([pa.field("v", struct)]),
-        unexpected_field_behavior=unexpected,
-        newlines_in_values=True,
-    )
-    table = pj.read_json(pa.BufferReader(data), parse_options=options)
-    column = one_array(table.column("v")) if table.num_rows else pa.array([], struct)
-    if table.num_rows != len(values):
-        raise pa.ArrowInvalid(f"decoded {table.num_rows} rows from {len(values)} values")
+    column = read_wrapped(values, struct, unexpected)
     if column.null_count:
         raise pa.ArrowInvalid("value is JSON null, not an object")
     return restore(column, target)
