@@ -151,22 +151,17 @@ class JsonSchemaDecoder:
         return pa.struct(list(fields.values()))
 
 
+_JSON_KINDS = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"))
+"""Python's type of a parsed JSON value -> its JSON type (bool before int: it is one)."""
+
+
 def _enum_type(values: list[Any], where: str) -> str:
     """The JSON type of an `enum` without `type`: its values' one type."""
     kinds = {
-        "null"
-        if v is None
-        else "boolean"
-        if isinstance(v, bool)
-        else "integer"
-        if isinstance(v, int)
-        else "number"
-        if isinstance(v, float)
-        else "string"
-        if isinstance(v, str)
-        else "object"
+        next((kind for cls, kind in _JSON_KINDS if isinstance(v, cls)), "object")
         for v in values
-    } - {"null"}
+        if v is not None
+    }
     if kinds == {"integer", "number"}:
         return "number"
     if len(kinds) != 1 or kinds == {"object"}:
