@@ -171,6 +171,14 @@ def highest_offsets(table: DeltaTable, partitions: Iterable[int]) -> dict[int, i
     return {int(p): int(o) for p, o in found}
 
 
+def highest_landed(
+    uri: str, storage_options: Mapping[str, str], partitions: Iterable[int]
+) -> dict[int, int]:
+    """`highest_offsets` of the table at `uri`; none without a table."""
+    table = open_table(uri, storage_options)
+    return {} if table is None else highest_offsets(table, partitions)
+
+
 def table_markers(table: DeltaTable, topic: str, partitions: Iterable[int]) -> dict[int, int]:
     """Last offset written per partition, for the partitions that have a marker."""
     markers = {}

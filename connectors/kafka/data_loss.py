@@ -26,7 +26,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from connectors.config import Guarantee, OnDataLoss, Settings
 from connectors.delta.dead_letters import dead_letter_uri
 from connectors.delta.gaps import Gap, GapLog, gap_uri
-from connectors.delta.markers import highest_offsets, open_table
+from connectors.delta.markers import highest_landed
 from connectors.errors import (
     ConcurrentWriteError,
     DataLossError,
@@ -151,8 +151,7 @@ class PartitionGuard:
         settings, partition = self._settings, self._partition
 
         def highest(uri: str) -> int:
-            table = open_table(uri, settings.storage_options)
-            return -1 if table is None else highest_offsets(table, [partition]).get(partition, -1)
+            return highest_landed(uri, settings.storage_options, [partition]).get(partition, -1)
 
         dead = highest(dead_letter_uri(settings.table_root, self._topic))
         return min(max(highest(settings.table_uri(name)), dead) for name in self._tables)

@@ -157,8 +157,7 @@ class StartResolver:
         settings = self._settings
         uris = [settings.table_uri(name) for name in self._tables[topic]]
         for uri in [*uris, dead_letter_uri(settings.table_root, topic)]:
-            table = offsets.open_table(uri, settings.storage_options)
-            found = {} if table is None else offsets.highest_offsets(table, partitions)
+            found = offsets.highest_landed(uri, settings.storage_options, partitions)
             for partition, offset in found.items():
                 highest[partition] = max(offset, highest.get(partition, -1))
         for partition, offset in sorted(highest.items()):

@@ -57,8 +57,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _highest_row(settings: Settings, uri: str, partition: int) -> int | None:
-    table = offsets.open_table(uri, settings.storage_options)
-    return None if table is None else offsets.highest_offsets(table, [partition]).get(partition)
+    return offsets.highest_landed(uri, settings.storage_options, [partition]).get(partition)
 
 
 def run(args: argparse.Namespace) -> int:
